@@ -15,7 +15,13 @@ if ! command -v go >/dev/null; then
   exit 1
 fi
 
-k8s_version=$(sed -n 's/^require k8s.io\/kubernetes \(v[0-9.]*\)$/\1/p' "$here/controlplane/go.mod")
+# The pin is read from go.mod, where it sits either alone or inside a `require (...)` block.
+k8s_version=$(sed -n 's/^\(require\)\{0,1\}[[:space:]]*k8s.io\/kubernetes \(v[0-9.]*\)$/\2/p' \
+  "$here/controlplane/go.mod")
+if [ -z "$k8s_version" ]; then
+  echo "tools/build.sh: cannot read the k8s.io/kubernetes version from controlplane/go.mod" >&2
+  exit 1
+fi
 k8s_minor=$(echo "$k8s_version" | cut -d. -f2)
 version_flags="-X k8s.io/component-base/version.gitVersion=$k8s_version \
   -X k8s.io/component-base/version.gitMajor=1 \
