@@ -115,12 +115,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     trainer.add_argument("stage", choices=["search", "train", "serve", "update"])
     trainer.add_argument("--job", required=True, help="the AutoDLJob manifest (a file)")
-    trainer.add_argument("--storage", default=None, help="artifact store URI")
+    trainer.add_argument("--storage", default=None, help="the job's root in the artifact store")
     trainer.add_argument(
-        "--version", dest="version_name", default=None, help="model version to serve or update from"
+        "--version", dest="version_name", default=None, help="model version to serve or update"
     )
     trainer.add_argument("--name", default=None, help="name of the version to produce")
     trainer.add_argument("--trigger", default=None, help="the trigger behind an update")
+    trainer.add_argument("--result", default=None, help="file to write the stage's result to")
+    trainer.add_argument("--canary", default=None, help="serve: a canary version")
+    trainer.add_argument(
+        "--canary-weight", type=int, default=0, help="serve: percent of traffic to the canary"
+    )
+    trainer.add_argument("--host", default=None, help="serve: bind address (default: $POD_IP)")
+    trainer.add_argument("--port", type=int, default=None, help="serve: port (default: spec)")
+    trainer.add_argument(
+        "--replay", action="store_true", help="serve: feed spec.data.stream to itself"
+    )
     trainer.set_defaults(handler=_dispatch("lifelong.trainers.main", "lifelong trainer"))
     return parser
 
