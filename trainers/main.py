@@ -86,7 +86,7 @@ def _fail(message: str, code: int, path: str | None) -> int:
 
 def _stage(name: str) -> Stage:
     try:
-        module: Stage = importlib.import_module(STAGES[name])  # type: ignore[assignment]
+        module: Stage = importlib.import_module(STAGES[name])
     except ModuleNotFoundError as error:
         if error.name == STAGES[name]:
             raise NotImplementedError(f"the {name} stage is not yet implemented") from error
