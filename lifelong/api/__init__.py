@@ -5,6 +5,7 @@ that `kubectl explain` prints."""
 from lifelong.api.base import API_VERSION, GROUP, VERSION, ApiModel, Condition, ObjectMeta
 from lifelong.api.job import (
     METRIC_MODES,
+    AdaptationSpec,
     AutoDLJob,
     AutoDLJobSpec,
     AutoDLJobStatus,
@@ -46,6 +47,7 @@ __all__ = [
     "GROUP",
     "METRIC_MODES",
     "VERSION",
+    "AdaptationSpec",
     "ApiModel",
     "Artifact",
     "AutoDLJob",

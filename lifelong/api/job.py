@@ -455,8 +455,9 @@ class DetectorSpec(ApiModel):
     """Name used in metrics and events. Default: the type."""
 
     input: Literal["error", "features"] = "error"
-    """What the detector watches: the 0/1 (or absolute) prediction error, or the mean of the
-    standardised input features. Default: error."""
+    """What the detector watches: the 0/1 (or absolute) prediction error, or each input's mean
+    absolute z-score against the training data. The DDM family (`ddm`, `eddm`, `hddm-a`,
+    `hddm-w`) needs 0/1 values, so it watches the error of a classifier only. Default: error."""
 
     delta: float | None = Field(default=None, gt=0.0, lt=1.0)
     """Confidence parameter (ADWIN, Page-Hinkley, HDDM)."""
@@ -480,6 +481,24 @@ class DetectorSpec(ApiModel):
     """Drift level (DDM, EDDM)."""
 
 
+class AdaptationSpec(ApiModel):
+    """Online adaptation of the served model between updates, from the labels that arrive as
+    feedback. The stored model version never changes: a restart keeps the adapted state, and an
+    update starts again from the stored version."""
+
+    mode: Literal["none", "head"] = "none"
+    """`none` serves the version as stored; `head` takes a gradient step on the output layer
+    for each label, with a small rehearsal batch from the memories, and grows it for classes
+    never seen before. Default: none."""
+
+    learning_rate: float = Field(default=0.05, gt=0.0, le=10.0)
+    """Step size of the head's online updates. Default: 0.05."""
+
+    rehearsal: int = Field(default=16, ge=0, le=1_024)
+    """Examples drawn from the recent and replay memories into each online step, so the head
+    does not forget older classes. Default: 16."""
+
+
 class ServingSpec(ApiModel):
     """The online serving stage: predictions, delayed feedback, drift detection, metrics."""
 
@@ -499,6 +518,9 @@ class ServingSpec(ApiModel):
         default_factory=lambda: [DetectorSpec(type="adwin")], max_length=16
     )
     """Drift detectors. Default: one ADWIN on the error stream."""
+
+    adaptation: AdaptationSpec = Field(default_factory=AdaptationSpec)
+    """Online adaptation of the served model from feedback. Default: off."""
 
     resources: Resources = Field(default_factory=Resources)
     """Compute per serving pod."""
