@@ -780,6 +780,28 @@ class Decision(ApiModel):
     """What was decided and on what evidence."""
 
 
+class TriggerState(ApiModel):
+    """Where one trigger stands."""
+
+    name: str = Field(max_length=63)
+    """The trigger's name."""
+
+    active_since: str | None = None
+    """Since when its condition has held, RFC 3339; empty while it does not hold."""
+
+    clear_since: str | None = None
+    """Since when its condition has not held, RFC 3339."""
+
+    latched: bool = False
+    """True after it started an update, until it re-arms."""
+
+    value: float | None = None
+    """The last value of its expression."""
+
+    suppressed: str | None = Field(default=None, max_length=256)
+    """Why its last firing started no update (cooldown, budget, an update running)."""
+
+
 class AutoDLJobStatus(ApiModel):
     """The observed state of a job, written by the operator. Bounded: every trial, prediction
     and decision beyond the last few lives in the artifact store."""
@@ -831,7 +853,23 @@ class AutoDLJobStatus(ApiModel):
     """When the last update finished, RFC 3339; the cooldown counts from here."""
 
     stage_attempts: dict[str, int] = Field(default_factory=dict)
-    """Failed attempts of the current stage, by stage name."""
+    """Runs of the current stage that failed, by stage; names the next run (`-r1`, `-r2`)."""
+
+    stage_failures: dict[str, int] = Field(default_factory=dict)
+    """Failures of the current stage since the spec last changed; retries stop at the limit."""
+
+    next_attempt_time: str | None = None
+    """When a failed stage may be tried again, RFC 3339 (retry with backoff)."""
+
+    canary_step: int | None = Field(default=None, ge=0, le=10)
+    """Index of the current canary step in `spec.lifelong.canary.steps`."""
+
+    canary_step_start: int | None = Field(default=None, ge=0)
+    """The canary's labelled predictions when the current step began."""
+
+    triggers: list[TriggerState] = Field(default_factory=list, max_length=32)
+    """Each trigger's latch, for hysteresis: a trigger fires once, then re-arms only after its
+    condition has been false for a while."""
 
     recent_decisions: list[Decision] = Field(default_factory=list, max_length=10)
     """The last autonomous decisions, newest first."""
