@@ -1,12 +1,37 @@
-"""Entry point of `lifelong operator`."""
+"""Entry point of `lifelong operator`: run the Kopf operator over AutoDLJobs."""
 
 from __future__ import annotations
 
 import argparse
-import sys
+import dataclasses
+import logging
+import os
+
+import kopf
 
 
 def main(args: argparse.Namespace) -> int:
-    """Run the operator (not yet implemented: it says so and fails rather than pretend)."""
-    print("lifelong: the operator is not yet implemented in this version.", file=sys.stderr)
-    return 2
+    from lifelong.operator import handlers
+
+    config = handlers.OPERATOR.config
+    if args.namespace:
+        config = dataclasses.replace(config, namespaces=tuple(args.namespace))
+    if args.metrics_port is not None:
+        config = dataclasses.replace(config, metrics_port=args.metrics_port)
+    handlers.OPERATOR.config = config
+
+    kopf.configure(
+        verbose=os.environ.get("LIFELONG_LOG_LEVEL", "").upper() == "DEBUG",
+        log_format=kopf.LogFormat.JSON if config.log_format == "json" else kopf.LogFormat.FULL,
+    )
+    logging.getLogger("lifelong").setLevel(os.environ.get("LIFELONG_LOG_LEVEL", "INFO"))
+    health = os.environ.get("LIFELONG_HEALTH_PORT", "8081")
+    address = os.environ.get("POD_IP", "0.0.0.0")  # a pod binds its own address
+    kopf.run(
+        clusterwide=not config.namespaces,
+        namespaces=list(config.namespaces),
+        standalone=config.peering is None,
+        peering_name=config.peering,
+        liveness_endpoint=f"http://{address}:{health}/healthz" if health != "0" else None,
+    )
+    return 0

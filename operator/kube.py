@@ -1,0 +1,221 @@
+"""The operator's Kubernetes calls, behind a few plain methods with clear error classes.
+
+The official client is synchronous; the reconciler calls these methods in a worker thread.
+`Conflict` and `NotFound` are the two outcomes the reconciler handles on purpose (another writer
+won; the object is gone); every other API error is `KubeError` and the reconcile is retried.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from typing import Any
+
+import kubernetes
+from kubernetes.client import ApiClient, ApiException
+
+from lifelong.api import GROUP, VERSION
+
+log = logging.getLogger(__name__)
+
+Body = dict[str, Any]
+JOBS = "autodljobs"
+VERSIONS = "modelversions"
+
+
+class KubeError(RuntimeError):
+    """An API call failed for a reason the reconciler does not handle on purpose."""
+
+
+class NotFoundError(KubeError):
+    """The object does not exist."""
+
+
+class ConflictError(KubeError):
+    """The object changed since it was read, or already exists."""
+
+
+def _wrap(error: ApiException, what: str) -> KubeError:
+    if error.status == 404:
+        return NotFoundError(f"{what}: not found")
+    if error.status == 409:
+        return ConflictError(f"{what}: conflict ({error.reason})")
+    return KubeError(f"{what}: {error.status} {error.reason}: {str(error.body)[:300]}")
+
+
+def load_client() -> ApiClient:
+    """An API client from the in-cluster service account, or else the kubeconfig."""
+    try:
+        kubernetes.config.load_incluster_config()  # type: ignore[no-untyped-call]
+    except kubernetes.config.ConfigException:
+        kubernetes.config.load_kube_config()  # type: ignore[no-untyped-call]
+    return ApiClient()
+
+
+class Kube:
+    """The objects the operator reads and writes."""
+
+    def __init__(self, client: ApiClient | None = None) -> None:
+        self.client = client or load_client()
+        self.custom = kubernetes.client.CustomObjectsApi(self.client)
+        self.batch = kubernetes.client.BatchV1Api(self.client)
+        self.apps = kubernetes.client.AppsV1Api(self.client)
+        self.core = kubernetes.client.CoreV1Api(self.client)
+
+    def _call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except ApiException as error:
+            raise _wrap(error, what) from error
+
+    def _dict(self, obj: Any) -> Body:
+        if isinstance(obj, dict):
+            return obj
+        body: Body = self.client.sanitize_for_serialization(obj)  # type: ignore[no-untyped-call]
+        return body
+
+    # --- jobs and versions ---------------------------------------------------------------
+
+    def get_job(self, namespace: str, name: str) -> Body:
+        return self._dict(
+            self._call(
+                f"autodljob {namespace}/{name}",
+                self.custom.get_namespaced_custom_object,
+                GROUP,
+                VERSION,
+                namespace,
+                JOBS,
+                name,
+            )
+        )
+
+    def replace_job_status(self, body: Body) -> Body:
+        meta = body["metadata"]
+        return self._dict(self._call(
+            f"status of autodljob {meta['namespace']}/{meta['name']}",
+            self.custom.replace_namespaced_custom_object_status,
+            GROUP, VERSION, meta["namespace"], JOBS, meta["name"], body))  # fmt: skip
+
+    def list_versions(self, namespace: str, job: str) -> list[Body]:
+        answer = self._call(f"modelversions of {namespace}/{job}",
+                            self.custom.list_namespaced_custom_object,
+                            GROUP, VERSION, namespace, VERSIONS,
+                            label_selector=f"lifelong.dev/job={job}")  # fmt: skip
+        items: list[Body] = answer.get("items", [])
+        return items
+
+    def create_version(self, body: Body) -> Body:
+        meta = body["metadata"]
+        return self._dict(
+            self._call(
+                f"modelversion {meta['namespace']}/{meta['name']}",
+                self.custom.create_namespaced_custom_object,
+                GROUP,
+                VERSION,
+                meta["namespace"],
+                VERSIONS,
+                body,
+            )
+        )
+
+    def patch_version_status(self, namespace: str, name: str, status: Body) -> Body:
+        return self._dict(self._call(f"status of modelversion {namespace}/{name}",
+                                     self.custom.patch_namespaced_custom_object_status,
+                                     GROUP, VERSION, namespace, VERSIONS, name,
+                                     {"status": status}))  # fmt: skip
+
+    # --- children ------------------------------------------------------------------------
+
+    def list_batch_jobs(self, namespace: str, job: str) -> list[Body]:
+        answer = self._call(
+            f"jobs of {namespace}/{job}",
+            self.batch.list_namespaced_job,
+            namespace,
+            label_selector=f"lifelong.dev/job={job}",
+        )
+        return [self._dict(item) for item in answer.items]
+
+    def create_batch_job(self, body: Body) -> Body:
+        meta = body["metadata"]
+        return self._dict(
+            self._call(
+                f"job {meta['namespace']}/{meta['name']}",
+                self.batch.create_namespaced_job,
+                meta["namespace"],
+                body,
+            )
+        )
+
+    def list_pods(self, namespace: str, selector: str) -> list[Body]:
+        answer = self._call(
+            f"pods {selector} in {namespace}",
+            self.core.list_namespaced_pod,
+            namespace,
+            label_selector=selector,
+        )
+        return [self._dict(item) for item in answer.items]
+
+    def get_deployment(self, namespace: str, name: str) -> Body:
+        return self._dict(
+            self._call(
+                f"deployment {namespace}/{name}",
+                self.apps.read_namespaced_deployment,
+                name,
+                namespace,
+            )
+        )
+
+    def create_deployment(self, body: Body) -> Body:
+        meta = body["metadata"]
+        return self._dict(
+            self._call(
+                f"deployment {meta['namespace']}/{meta['name']}",
+                self.apps.create_namespaced_deployment,
+                meta["namespace"],
+                body,
+            )
+        )
+
+    def replace_deployment(self, body: Body) -> Body:
+        meta = body["metadata"]
+        return self._dict(
+            self._call(
+                f"deployment {meta['namespace']}/{meta['name']}",
+                self.apps.replace_namespaced_deployment,
+                meta["name"],
+                meta["namespace"],
+                body,
+            )
+        )
+
+    def ensure_service(self, body: Body) -> None:
+        meta = body["metadata"]
+        with contextlib.suppress(ConflictError):
+            self._call(
+                f"service {meta['namespace']}/{meta['name']}",
+                self.core.create_namespaced_service,
+                meta["namespace"],
+                body,
+            )
+
+    def apply_config_map(self, body: Body) -> None:
+        """Create the ConfigMap, or replace it when its content differs."""
+        meta = body["metadata"]
+        what = f"configmap {meta['namespace']}/{meta['name']}"
+        try:
+            current = self._dict(
+                self._call(
+                    what, self.core.read_namespaced_config_map, meta["name"], meta["namespace"]
+                )
+            )
+        except NotFoundError:
+            self._call(what, self.core.create_namespaced_config_map, meta["namespace"], body)
+            return
+        if current.get("data") != body["data"]:
+            body = {
+                **body,
+                "metadata": {**meta, "resourceVersion": current["metadata"]["resourceVersion"]},
+            }
+            self._call(
+                what, self.core.replace_namespaced_config_map, meta["name"], meta["namespace"], body
+            )

@@ -1,0 +1,230 @@
+"""One reconciliation of one job: observe, ask the engine, apply its actions, write the status.
+
+Everything here is idempotent: child names are deterministic, creating what exists is a no-op,
+and the status is written with the resourceVersion it was computed from, so two reconcilers
+(an operator restarting, two replicas) can never make a second Job or lose a decision.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import ValidationError
+
+from lifelong.api import AutoDLJob, AutoDLJobStatus
+from lifelong.engine import names
+from lifelong.engine.model import (
+    Action,
+    Event,
+    RecordVersion,
+    Serve,
+    SetVersionState,
+    StartStage,
+    StopServing,
+)
+from lifelong.engine.step import step
+from lifelong.operator import builders
+from lifelong.operator.config import OperatorConfig
+from lifelong.operator.kube import Body, ConflictError, Kube, NotFoundError
+from lifelong.operator.observe import Observer
+
+log = logging.getLogger(__name__)
+
+EventSink = Callable[[Body, Event], None]
+
+
+@dataclass
+class Outcome:
+    """What one reconciliation did, for logs and the operator's metrics."""
+
+    phase: str | None
+    actions: int
+    status_written: bool
+
+
+def parse_job(body: Body) -> AutoDLJob:
+    """The job from its object; a status written by another version is dropped, not fatal."""
+    document = {
+        "apiVersion": body["apiVersion"],
+        "kind": body["kind"],
+        "metadata": {
+            "name": body["metadata"]["name"],
+            "namespace": body["metadata"].get("namespace"),
+        },
+        "spec": body.get("spec") or {},
+    }
+    job = AutoDLJob.model_validate(document)
+    try:
+        status = AutoDLJobStatus.model_validate(body.get("status") or {})
+    except ValidationError:
+        log.warning(
+            "Ignoring an unreadable status of %s; it will be rebuilt.", body["metadata"]["name"]
+        )
+        status = None
+    return job.model_copy(update={"status": status})
+
+
+class Reconciler:
+    """Reconciles jobs against the cluster."""
+
+    def __init__(self, kube: Kube, config: OperatorConfig, post_event: EventSink) -> None:
+        self.kube = kube
+        self.config = config
+        self.observer = Observer(kube, config)
+        self.post_event = post_event
+
+    def reconcile(self, namespace: str, name: str) -> Outcome | None:
+        """Reconcile one job now; None when it no longer exists or is being deleted."""
+        try:
+            body = self.kube.get_job(namespace, name)
+        except NotFoundError:
+            self.observer.memory.forget(namespace, name)
+            return None
+        if body["metadata"].get("deletionTimestamp"):
+            return None
+        try:
+            job = parse_job(body)
+        except ValidationError as error:
+            return self._invalid(body, error)
+
+        self.kube.apply_config_map(builders.spec_config_map(job, body))
+        observations = self.observer.observe(job, body)
+        transition = step(job, observations)
+        for action in transition.actions:
+            self._apply(job, body, action)
+        written = self._write_status(body, transition.status.to_wire())
+        return Outcome(transition.status.phase, len(transition.actions), written)
+
+    # --- actions -------------------------------------------------------------------------
+
+    def _apply(self, job: AutoDLJob, body: Body, action: Action) -> None:
+        namespace = body["metadata"]["namespace"]
+        if isinstance(action, Event):
+            self.post_event(body, action)
+        elif isinstance(action, StartStage):
+            try:
+                self.kube.create_batch_job(builders.batch_job(job, body, action, self.config))
+                log.info("Created Job %s/%s.", namespace, action.name)
+            except ConflictError:
+                log.debug("Job %s/%s exists already.", namespace, action.name)
+        elif isinstance(action, Serve):
+            self._serve(job, body, action, None)
+        elif isinstance(action, StopServing):
+            self._stop_serving(job, body)
+        elif isinstance(action, RecordVersion):
+            self._record_version(job, body, action)
+        elif isinstance(action, SetVersionState):
+            status: dict[str, Any] = {"state": action.state, "message": action.message[:1024]}
+            if action.gate is not None:
+                status["gate"] = action.gate.to_wire()
+            if action.canary_weight is not None:
+                status["canaryWeight"] = action.canary_weight
+            try:
+                self.kube.patch_version_status(namespace, action.name, status)
+            except NotFoundError:
+                log.warning(
+                    "ModelVersion %s/%s is gone; its state %s is not recorded.",
+                    namespace,
+                    action.name,
+                    action.state,
+                )
+
+    def _serve(self, job: AutoDLJob, body: Body, serve: Serve, replicas: int | None) -> None:
+        namespace = body["metadata"]["namespace"]
+        desired = builders.deployment(job, body, serve, self.config, replicas)
+        self.kube.ensure_service(builders.service(job, body))
+        try:
+            current = self.kube.get_deployment(namespace, names.serve(job.metadata.name))
+        except NotFoundError:
+            self.kube.create_deployment(desired)
+            log.info("Created the serving Deployment of %s/%s.", namespace, job.metadata.name)
+            return
+        same_args = _container(current).get("args") == _container(desired).get("args")
+        same_replicas = current["spec"].get("replicas") == desired["spec"]["replicas"]
+        same_template = _annotations(current) == _annotations(desired)
+        if same_args and same_replicas and same_template:
+            return
+        desired["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
+        try:
+            self.kube.replace_deployment(desired)
+            log.info(
+                "Rolled the serving Deployment of %s/%s to %s.",
+                namespace,
+                job.metadata.name,
+                builders.serving_key(serve),
+            )
+        except ConflictError:
+            log.debug("The serving Deployment changed meanwhile; the next pass retries.")
+
+    def _stop_serving(self, job: AutoDLJob, body: Body) -> None:
+        status = job.status
+        if status is None or status.serving_version is None:
+            return
+        serve = Serve(status.serving_version, status.canary_version, status.canary_weight or 0)
+        try:
+            self.kube.get_deployment(body["metadata"]["namespace"], names.serve(job.metadata.name))
+        except NotFoundError:
+            return
+        self._serve(job, body, serve, replicas=0)
+
+    def _record_version(self, job: AutoDLJob, body: Body, action: RecordVersion) -> None:
+        namespace = body["metadata"]["namespace"]
+        stage = "train" if names.version_number(action.name) == 1 else "update"
+        version = builders.model_version(job, body, action.name, action.spec, stage)
+        try:
+            self.kube.create_version(version)
+        except ConflictError:
+            log.debug("ModelVersion %s/%s exists already.", namespace, action.name)
+        self.kube.patch_version_status(namespace, action.name, {"state": action.state})
+
+    # --- status --------------------------------------------------------------------------
+
+    def _write_status(self, body: Body, status: dict[str, Any]) -> bool:
+        if (body.get("status") or {}) == status:
+            return False
+        try:
+            self.kube.replace_job_status({**body, "status": status})
+        except ConflictError:
+            log.debug(
+                "%s changed while reconciling; the next pass starts from the new state.",
+                body["metadata"]["name"],
+            )
+            return False
+        return True
+
+    def _invalid(self, body: Body, error: ValidationError) -> Outcome:
+        """A spec the CRD let through but the models refuse: say so in a Stalled condition."""
+        problems = "; ".join(
+            f"spec.{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in error.errors()
+        )
+        status = dict(body.get("status") or {})
+        status.update(phase="Failed", message=f"The spec is invalid: {problems}"[:1024])
+        status["conditions"] = [
+            {"type": "Stalled", "status": "True", "reason": "InvalidSpec",
+             "message": status["message"], "lastTransitionTime": _now()},
+            {"type": "Ready", "status": "False", "reason": "InvalidSpec",
+             "message": status["message"], "lastTransitionTime": _now()},
+        ]  # fmt: skip
+        written = self._write_status(body, status)
+        if written:
+            self.post_event(body, Event("Warning", "InvalidSpec", status["message"]))
+        return Outcome("Failed", 0, written)
+
+
+def _container(deployment: Body) -> Body:
+    containers: list[Body] = deployment["spec"]["template"]["spec"]["containers"]
+    return containers[0] if containers else {}
+
+
+def _annotations(deployment: Body) -> dict[str, str]:
+    annotations: dict[str, str] = deployment["spec"]["template"]["metadata"].get("annotations")
+    return annotations or {}
+
+
+def _now() -> str:
+    from datetime import UTC, datetime
+
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
