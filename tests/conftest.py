@@ -1,10 +1,15 @@
-"""Shared test configuration: the project root and the markers that choose test tiers."""
+"""Shared test configuration: the project root, the markers that choose test tiers, and the
+real Kubernetes test cluster (`cluster`, `namespace`), whose code lives in `tests/harness`."""
 
 from __future__ import annotations
 
+import re
+from collections.abc import Generator, Iterator
 from pathlib import Path
 
 import pytest
+from cluster import Cluster
+from controlplane import MissingBinariesError, find_binaries
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -13,3 +18,47 @@ ROOT = Path(__file__).resolve().parent.parent
 def project_root() -> Path:
     """The repository's root folder."""
     return ROOT
+
+
+@pytest.fixture(scope="session")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    """A real control plane and one node agent (`node-1`, no GPU), shared by the session.
+
+    The binaries come from `tools/build.sh`; when they are missing the test fails and says so.
+    """
+    try:
+        find_binaries()
+    except MissingBinariesError as error:
+        pytest.fail(str(error), pytrace=False)
+    running = Cluster.start(tmp_path_factory.mktemp("cluster"))
+    try:
+        yield running
+    finally:
+        running.close()
+
+
+@pytest.fixture
+def namespace(cluster: Cluster, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A fresh namespace named after the test, deleted (without waiting) afterwards."""
+    name = cluster.create_namespace(re.sub(r"^test_", "", request.node.name)[:40])
+    yield name
+    cluster.delete_namespace(name)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test that uses the cluster carries the `cluster` marker."""
+    for item in items:
+        if "cluster" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.cluster)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """Attach the ends of the cluster's logs to the report of a failed cluster test."""
+    report: pytest.TestReport = yield
+    funcargs = getattr(item, "funcargs", {})
+    if report.failed and isinstance(funcargs.get("cluster"), Cluster):
+        report.sections.append(("cluster logs", funcargs["cluster"].diagnose(lines=15)))
+    return report
