@@ -181,6 +181,7 @@ def train_candidate(
     candidate = copy.deepcopy(serving)
     candidate.name = None
     target = str(serving.task["target"])
+    torch.manual_seed(training.seed)  # the grown head's new rows start from the global generator
     candidate.add_classes([*new[target].tolist(), *old[target].tolist()])
     data = tensors(candidate, new, old)
     make_strategy(strategy, training).fit(candidate.network, serving.network, data)

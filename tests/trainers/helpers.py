@@ -35,7 +35,7 @@ from lifelong.trainers.store import Store
 FIRST_CONFIG: dict[str, Any] = {
     "family": "mlp",
     "depth": 1,
-    "width": 64,
+    "width": 256,
     "activation": "relu",
     "dropout": 0.0,
     "normalization": "none",
