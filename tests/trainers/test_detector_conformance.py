@@ -145,8 +145,8 @@ def test_two_detectors_of_one_type_need_their_own_names() -> None:
 def test_spec_settings_reach_the_river_detector() -> None:
     sensitive = detections(DetectorSpec(type="page-hinkley", threshold=5.0), stagger_errors())
     default = detections(DetectorSpec(type="page-hinkley"), stagger_errors())
-    first = [i for i in sensitive if i >= CHANGE][0]
-    assert first < [i for i in default if i >= CHANGE][0]
+    first = next(i for i in sensitive if i >= CHANGE)
+    assert first < next(i for i in default if i >= CHANGE)
 
 
 def test_inconsistent_levels_are_refused_with_the_values() -> None:

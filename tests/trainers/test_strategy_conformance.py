@@ -142,7 +142,8 @@ def test_replay_keeps_old_classes_that_finetuning_forgets() -> None:
         network = student(teacher)
         make_strategy(name, TRAINING).fit(network, teacher, data)
         scores[name] = accuracy(network, data.old_x, data.old_y)
-    assert scores["finetune"] < 0.5 < 0.9 < scores["replay"]
+    assert scores["finetune"] < 0.5
+    assert scores["replay"] > 0.9
 
 
 def test_fisher_information_is_positive_where_the_old_data_pulls() -> None:
