@@ -17,7 +17,7 @@ from lifelong.trainers.detectors import KINDS, DetectorError, make_detector, mak
 
 pytestmark = pytest.mark.unit
 
-TYPES = sorted(KINDS)
+TYPES: list[DetectorType] = sorted(typing.get_args(DetectorType))
 REAL_VALUED = [t for t in TYPES if not KINDS[t].binary]
 CHANGE = 1500
 """Where the concept of the synthetic stream changes."""
@@ -37,7 +37,7 @@ def stagger_errors() -> tuple[float, ...]:
     errors = []
     for x, y in stream.take(2 * CHANGE):
         errors.append(0.0 if model.predict_one(x) == y else 1.0)
-        model.learn_one(x, y)
+        model.learn_one(x, y)  # type: ignore[no-untyped-call]
     return tuple(errors)
 
 
@@ -56,7 +56,7 @@ def test_every_detector_type_of_the_spec_has_a_builder() -> None:
 
 
 @pytest.mark.parametrize("kind", TYPES)
-def test_detector_signals_drift_soon_after_a_known_change_point(kind: str) -> None:
+def test_detector_signals_drift_soon_after_a_known_change_point(kind: DetectorType) -> None:
     found = detections(DetectorSpec(type=kind), stagger_errors())
     after = [i for i in found if i >= CHANGE]
     assert after, f"{kind} never signalled the change at {CHANGE}"
@@ -64,7 +64,7 @@ def test_detector_signals_drift_soon_after_a_known_change_point(kind: str) -> No
 
 
 @pytest.mark.parametrize("kind", TYPES)
-def test_detector_rarely_signals_on_a_stationary_error_stream(kind: str) -> None:
+def test_detector_rarely_signals_on_a_stationary_error_stream(kind: DetectorType) -> None:
     rng = random.Random(0)
     values = [1.0 if rng.random() < 0.1 else 0.0 for _ in range(3000)]
     # The DDM family is known to raise false alarms at low error rates (the bench measures how
@@ -73,7 +73,7 @@ def test_detector_rarely_signals_on_a_stationary_error_stream(kind: str) -> None
 
 
 @pytest.mark.parametrize("kind", REAL_VALUED)
-def test_real_valued_detector_signals_a_shift_of_feature_scores(kind: str) -> None:
+def test_real_valued_detector_signals_a_shift_of_feature_scores(kind: DetectorType) -> None:
     rng = random.Random(1)
     values = [rng.gauss(0.0, 1.0) for _ in range(1000)] + [rng.gauss(1.0, 1.0) for _ in range(500)]
     found = detections(DetectorSpec(type=kind, input="features"), values)
@@ -81,7 +81,7 @@ def test_real_valued_detector_signals_a_shift_of_feature_scores(kind: str) -> No
 
 
 @pytest.mark.parametrize("kind", TYPES)
-def test_detector_state_survives_pickling_mid_stream(kind: str) -> None:
+def test_detector_state_survives_pickling_mid_stream(kind: DetectorType) -> None:
     errors = stagger_errors()
     detector = make_detector(DetectorSpec(type=kind))
     for value in errors[: CHANGE - 100]:
@@ -99,14 +99,14 @@ def test_detector_state_survives_pickling_mid_stream(kind: str) -> None:
 
 
 @pytest.mark.parametrize("kind", TYPES)
-def test_drift_detected_is_read_only(kind: str) -> None:
+def test_drift_detected_is_read_only(kind: DetectorType) -> None:
     detector = make_detector(DetectorSpec(type=kind))
     with pytest.raises(AttributeError):
         detector.drift_detected = True  # type: ignore[misc]
 
 
 @pytest.mark.parametrize("kind", TYPES)
-def test_detector_refuses_values_it_cannot_watch(kind: str) -> None:
+def test_detector_refuses_values_it_cannot_watch(kind: DetectorType) -> None:
     detector = make_detector(DetectorSpec(type=kind))
     with pytest.raises(ValueError, match="non-finite"):
         detector.update(float("nan"))
@@ -117,7 +117,7 @@ def test_detector_refuses_values_it_cannot_watch(kind: str) -> None:
 
 
 @pytest.mark.parametrize("kind", TYPES)
-def test_detector_is_named_after_its_type_unless_named(kind: str) -> None:
+def test_detector_is_named_after_its_type_unless_named(kind: DetectorType) -> None:
     assert make_detector(DetectorSpec(type=kind)).name == kind
     assert make_detector(DetectorSpec(type=kind, name="mine")).name == "mine"
 
@@ -128,7 +128,7 @@ def test_a_setting_the_type_does_not_use_is_refused_with_its_field_path() -> Non
 
 
 @pytest.mark.parametrize("kind", [t for t in TYPES if KINDS[t].binary])
-def test_the_ddm_family_refuses_to_watch_features_or_regression_errors(kind: str) -> None:
+def test_the_ddm_family_refuses_to_watch_features_or_regression_errors(kind: DetectorType) -> None:
     with pytest.raises(DetectorError, match="watches 0/1 errors"):
         make_detector(DetectorSpec(type=kind, input="features"))
     with pytest.raises(DetectorError, match="regressor"):

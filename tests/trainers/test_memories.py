@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -16,7 +17,7 @@ pytestmark = pytest.mark.unit
 NAMES = ["a", "b"]
 
 
-def example(i: int, label: int | str) -> Example:
+def example(i: int, label: Any) -> Example:
     return Example([float(i), f"c{i % 3}"], label)
 
 

@@ -17,7 +17,8 @@ pytestmark = pytest.mark.unit
 
 def test_prequential_accuracy_covers_only_the_last_window() -> None:
     window = Prequential(4, classification=True)
-    assert window.value is None
+    empty = window.value
+    assert empty is None
     for truth, guess in [(1, 0), (1, 1), (2, 2), (3, 3), (4, 4)]:
         window.update(truth, guess)
     assert window.value == 1.0  # the miss fell out of the window
