@@ -318,3 +318,48 @@ def test_a_container_without_a_command_runs_the_lifelong_entrypoint_for_a_lifelo
 
     assert done.status.phase == "Succeeded"
     assert "usage: lifelong" in cluster.pod_log(namespace, "cli")
+
+
+def test_init_containers_run_to_completion_before_the_main_container_starts(
+    cluster: Cluster, namespace: str
+) -> None:
+    shared = {"volumeMounts": [{"name": "shared", "mountPath": "/shared"}]}
+    prepare = python_container(
+        "prepare", "open('/shared/data.txt', 'w').write('prepared')", **shared
+    )
+    pod = python_pod(
+        "staged",
+        "print(open('/shared/data.txt').read())",
+        container=shared,
+        initContainers=[prepare],
+        volumes=[{"name": "shared", "emptyDir": {}}],
+    )
+    cluster.apply(pod, namespace)
+
+    done = cluster.wait_for_pod(namespace, "staged")
+
+    assert done.status.phase == "Succeeded"
+    assert done.status.init_container_statuses[0].state.terminated.reason == "Completed"
+    assert cluster.pod_log(namespace, "staged", container="main") == "prepared\n"
+
+
+def test_a_container_that_fails_its_liveness_probe_is_restarted(
+    cluster: Cluster, namespace: str
+) -> None:
+    probe = {"tcpSocket": {"port": 9}, "periodSeconds": 1, "failureThreshold": 1}
+    pod = python_pod(
+        "hung",
+        "import time; time.sleep(600)",
+        restart_policy="Always",
+        container={"livenessProbe": probe},
+        terminationGracePeriodSeconds=1,
+    )
+    cluster.apply(pod, namespace)
+
+    def restarted() -> bool:
+        statuses = cluster.core.read_namespaced_pod("hung", namespace).status.container_statuses
+        return bool(statuses and statuses[0].restart_count >= 1)
+
+    cluster.wait_for(restarted, timeout=30, message="a restart after the failed liveness probe")
+    status = cluster.core.read_namespaced_pod("hung", namespace).status.container_statuses[0]
+    assert status.last_state.terminated.exit_code == 137

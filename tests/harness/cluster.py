@@ -119,6 +119,8 @@ class Cluster:
             gpus=gpus,
             labels=labels,
             taints=taints,
+            # Pods that ignore SIGTERM would otherwise hold up the end of the session.
+            extra_args=["--shutdown-grace=2"],
         )
         self.nodes[name] = agent
         self.wait_for(

@@ -28,12 +28,12 @@ from typing import Any
 import aiohttp
 from kubeapi import JSON, ApiError, KubeApi
 from podenv import ConfigMissingError, UnsupportedFieldError, container_env, expand, object_reader
+from sandbox import FORWARDED_SIGNALS, START_ERROR_STATUS
 from volumes import VolumeContext, VolumeError, materialise
 
 logger = logging.getLogger(__name__)
 
 SANDBOX = Path(__file__).resolve().parent / "sandbox.py"
-START_ERROR_STATUS = 128  # sandbox.py's exit status when the container could not start
 MAX_TERMINATION_MESSAGE = 4096
 FALLBACK_LOG_BYTES = 2048
 FALLBACK_LOG_LINES = 80
@@ -287,6 +287,14 @@ class Container:
         return mounts
 
     async def _spawn(self, spec_path: Path, log_path: Path) -> asyncio.subprocess.Process:
+        # The sandbox inherits this mask; it unblocks the signals once it can forward them.
+        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, FORWARDED_SIGNALS)
+        try:
+            return await self._exec_sandbox(spec_path, log_path)
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+
+    async def _exec_sandbox(self, spec_path: Path, log_path: Path) -> asyncio.subprocess.Process:
         with log_path.open("ab") as log:
             return await asyncio.create_subprocess_exec(
                 self.worker.node.venv_bin / "python",

@@ -11,7 +11,9 @@ program, standard library only:
    private tmpfs copies of the folders above them, never on the host), chroots into it, mounts
    a fresh /proc, sets the hostname and working folder and execs the command;
 4. in the parent, forwards termination signals to the child and exits with its status
-   (128 + N after signal N, as container runtimes report).
+   (128 + N after signal N, as container runtimes report). The agent starts this program with
+   those signals blocked (`FORWARDED_SIGNALS`), so that one sent while it starts waits for the
+   child instead of killing the sandbox.
 
 Only this process tree sees the mounts: `/var/run/secrets/kubernetes.io/serviceaccount/token`
 exists for the container and not for the host. The host's files stay visible and writable
@@ -216,6 +218,7 @@ def run_child(spec: dict[str, Any], error_fd: int) -> None:
     die_with_parent()
     for signum in FORWARDED_SIGNALS:
         signal.signal(signum, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, FORWARDED_SIGNALS)
     try:
         enter_container(spec)
     except (SandboxError, OSError) as error:
@@ -223,15 +226,30 @@ def run_child(spec: dict[str, Any], error_fd: int) -> None:
     os._exit(START_ERROR_STATUS)
 
 
+class Forwarder:
+    """Passes termination signals on to the container's first process.
+
+    The agent starts this program with those signals blocked, so one sent early stays pending
+    until the child exists and `start` unblocks it, instead of killing this process.
+    """
+
+    def __init__(self) -> None:
+        self.child = 0
+        for signum in FORWARDED_SIGNALS:
+            signal.signal(signum, self.forward)
+
+    def forward(self, signum: int, frame: object) -> None:
+        if self.child:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.child, signum)
+
+    def start(self, child: int) -> None:
+        self.child = child
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, FORWARDED_SIGNALS)
+
+
 def supervise(child: int) -> int:
-    """Forward signals to the child until it ends; return its status the way runtimes do."""
-
-    def forward(signum: int, frame: object) -> None:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(child, signum)
-
-    for signum in FORWARDED_SIGNALS:
-        signal.signal(signum, forward)
+    """Wait for the child to end; return its status the way container runtimes do."""
     _, status = os.waitpid(child, 0)
     if os.WIFSIGNALED(status):
         return 128 + os.WTERMSIG(status)
@@ -248,10 +266,12 @@ def main(argv: list[str]) -> int:
     except SandboxError as error:
         os.write(error_fd, str(error).encode())
         return START_ERROR_STATUS
+    forwarder = Forwarder()
     child = os.fork()
     if child == 0:
         run_child(spec, error_fd)
     os.close(error_fd)
+    forwarder.start(child)
     return supervise(child)
 
 
