@@ -6,10 +6,13 @@ from __future__ import annotations
 import re
 from collections.abc import Generator, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
-from cluster import Cluster
-from controlplane import MissingBinariesError, find_binaries
+
+if TYPE_CHECKING:
+    # Imported lazily below, so that runs without cluster tests do not pay for the client.
+    from cluster import Cluster
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -26,6 +29,9 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
 
     The binaries come from `tools/build.sh`; when they are missing the test fails and says so.
     """
+    from cluster import Cluster
+    from controlplane import MissingBinariesError, find_binaries
+
     try:
         find_binaries()
     except MissingBinariesError as error:
@@ -58,7 +64,7 @@ def pytest_runtest_makereport(
 ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
     """Attach the ends of the cluster's logs to the report of a failed cluster test."""
     report: pytest.TestReport = yield
-    funcargs = getattr(item, "funcargs", {})
-    if report.failed and isinstance(funcargs.get("cluster"), Cluster):
-        report.sections.append(("cluster logs", funcargs["cluster"].diagnose(lines=15)))
+    running = getattr(item, "funcargs", {}).get("cluster")
+    if report.failed and running is not None:
+        report.sections.append(("cluster logs", running.diagnose(lines=15)))
     return report
