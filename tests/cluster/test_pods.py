@@ -229,6 +229,16 @@ def test_a_pod_that_cannot_run_fails_with_a_clear_reason_and_the_agent_carries_o
     assert states["web"].reason == states["tool"].reason == "StartError"
     assert "has no known entrypoint" in states["web"].message
     assert "no-such-program" in states["tool"].message
+
+    volume = {"name": "data", "csi": {"driver": "csi.example.com"}}
+    mount = {"volumeMounts": [{"name": "data", "mountPath": "/data"}]}
+    cluster.apply(python_pod("unmountable", "", container=mount, volumes=[volume]), namespace)
+    unmountable = cluster.wait_for_pod(namespace, "unmountable")
+    assert unmountable.status.phase == "Failed"
+    terminated = unmountable.status.container_statuses[0].state.terminated
+    assert terminated.reason == "StartError"
+    assert "not supported by the test node agent" in terminated.message
+
     cluster.apply(python_pod("fine", "print('still here')"), namespace)
     assert cluster.wait_for_pod(namespace, "fine").status.phase == "Succeeded"
 

@@ -381,7 +381,9 @@ class NodeAgent:
 
     def _start_pod(self, pod: JSON) -> None:
         known_ip = pod.get("status", {}).get("podIP")
-        if known_ip and known_ip in self.addresses:
+        if pod["spec"].get("hostNetwork"):
+            address = self.context.host_ip
+        elif known_ip and known_ip in self.addresses:
             self.addresses.take(known_ip)
             address = known_ip
         else:
