@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -237,3 +238,12 @@ def start_serve(
         time.sleep(0.2)
     process.stop()
     raise RuntimeError(f"serve was not ready within {timeout}s:\n{process.output()}")
+
+
+def clone_workspace(work: Workspace, folder: Path, spec: dict[str, Any] | None = None) -> Workspace:
+    """A new workspace with the same first version, an empty serving state and maybe a new spec."""
+    shutil.copytree(work.folder / "store" / "versions", folder / "store" / "versions")
+    job_path = write_job(folder, spec) if spec is not None else work.job_path
+    return Workspace(
+        folder, job_path, load_job(job_path), Store(str(folder / "store")), work.version
+    )
