@@ -1,0 +1,173 @@
+"""One run of the search's trials through Ray Tune, set up to cost little per trial.
+
+What keeps the fixed cost of a trial small on small problems:
+
+- Ray starts lean (`cluster.ray_session`) and Tune's per-trial loggers are off (`knobs`);
+- trial actors are reused (`reuse_actors`), so a worker imports torch once, not per trial;
+- the prepared arrays go into the object store once, and each worker turns them into tensors on
+  its first trial and keeps them (`trial.tensors`);
+- trials save checkpoints only when the strategy clones them (PBT);
+- Tune's experiment snapshot is rare, since the stage resumes from its own trial log.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from lifelong.trainers import knobs
+from lifelong.trainers.cluster import local_cpus, ray_session
+from lifelong.trainers.ledger import Ledger
+from lifelong.trainers.prepared import Prepared
+from lifelong.trainers.progress import StageMetrics
+from lifelong.trainers.recorder import TrialRecorder
+from lifelong.trainers.searchers import Strategy, StrategyInput, build
+from lifelong.trainers.store import Store
+from lifelong.trainers.trial import DataHandle, TrialSetup, run_trial
+
+if TYPE_CHECKING:
+    from lifelong.trainers.search import Plan
+
+log = logging.getLogger(__name__)
+
+# Tune's result grid looks for the per-trial result files whose loggers `knobs` turns off, and
+# warns about every trial; the stage reads its results from its own trial log instead.
+logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
+
+SEED_STRIDE = 7919
+"""Added to the searcher's seed on each resumed run, so it does not draw the same trials."""
+
+
+@dataclass
+class Outcome:
+    """What one run of trials did."""
+
+    trained: list[str] = field(default_factory=list)
+    """Ids of the trials this run trained."""
+
+    overhead: dict[str, float] = field(default_factory=dict)
+    """Ray's start, Tune's wall-clock and the fixed cost per trial, in seconds."""
+
+
+def tune_trials(
+    plan: Plan,
+    prepared: Prepared,
+    ledger: Ledger,
+    metrics: StageMetrics,
+    *,
+    run: int,
+    trials: int,
+    seconds: float,
+) -> Outcome:
+    """Run up to `trials` new trials within `seconds`, logging each one as it finishes."""
+    budget = plan.budget
+    with ray_session(plan.address, local_cpus(budget.parallelism)) as ray_start:
+        import ray
+        from ray import tune
+
+        strategy = build(
+            StrategyInput(
+                name=plan.strategy,
+                metric=plan.primary.metric,
+                mode=plan.primary.mode,
+                space=plan.space,
+                trials=budget.trials,
+                parallelism=budget.parallelism,
+                max_epochs=budget.max_epochs,
+                min_epochs=budget.min_epochs,
+                seed=plan.seed + SEED_STRIDE * (run - 1),
+            ),
+            ledger.records,
+        )
+        handle = DataHandle(
+            prepared.snapshot, ray.put(prepared.arrays), prepared.task, prepared.image_shape
+        )
+        setup = TrialSetup(
+            epochs=budget.max_epochs,
+            checkpoint_every=strategy.checkpoint_every,
+            seed=plan.seed,
+            faults=knobs.faults(),
+        )
+        recorder = TrialRecorder(
+            ledger,
+            metrics,
+            goals=plan.goals,
+            max_epochs=budget.max_epochs,
+            total=budget.trials,
+            run=run,
+            spent=ledger.seconds,
+        )
+        tuner = tune.Tuner(
+            tune.with_parameters(run_trial, data=handle, setup=setup),
+            param_space=strategy.param_space,
+            tune_config=tune.TuneConfig(
+                metric=plan.primary.metric,
+                mode=plan.primary.mode,
+                search_alg=strategy.search_alg,
+                scheduler=strategy.scheduler,
+                num_samples=trials,
+                # Tune limits a `Searcher`'s concurrency; random sampling limits its own.
+                max_concurrent_trials=budget.parallelism if _limited(strategy) else None,
+                time_budget_s=seconds,
+                reuse_actors=True,
+            ),
+            run_config=tune.RunConfig(
+                name=f"run-{run}",
+                storage_path=str(_tune_folder(ledger.store, plan.job)),
+                failure_config=tune.FailureConfig(max_failures=budget.max_retries),
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+                callbacks=[recorder],
+                verbose=0,
+            ),
+        )
+        began = time.perf_counter()
+        grid = tuner.fit()
+        tuned = time.perf_counter() - began
+        _sweep(grid, recorder)
+
+    return Outcome(recorder.trained, _overhead(ledger, run, ray_start, tuned, budget.parallelism))
+
+
+def _limited(strategy: Strategy) -> bool:
+    from ray.tune.search import Searcher
+
+    return isinstance(strategy.search_alg, Searcher)
+
+
+def _sweep(grid: Any, recorder: TrialRecorder) -> None:
+    """Log the trials Tune ended without a completion callback (the wall-time budget ran out)."""
+    for result in grid:
+        trial_id = (result.metrics or {}).get("trial_id")
+        if trial_id and not recorder.ledger.known(trial_id):
+            error = str(result.error).strip().splitlines()[-1] if result.error else None
+            recorder.record(trial_id, result.config or {}, result.metrics or {}, error)
+
+
+def _overhead(
+    ledger: Ledger, run: int, ray_start: float, tuned: float, parallelism: int
+) -> dict[str, float]:
+    """The fixed cost per trial: the slots' wall-clock minus the time spent in epochs, shared
+    among the trials this run finished."""
+    mine = [r for r in ledger.records if r.run == run]
+    compute = sum(r.seconds for r in mine)
+    slots = min(parallelism, max(len(mine), 1))
+    per_trial = (slots * tuned - compute) / max(len(mine), 1)
+    return {
+        "rayStartSeconds": round(ray_start, 3),
+        "tuneSeconds": round(tuned, 3),
+        "computeSeconds": round(compute, 3),
+        "perTrialSeconds": round(per_trial, 3),
+    }
+
+
+def _tune_folder(store: Store, job: str) -> Path:
+    """Where Tune keeps its working state: in the store when it is a local disk, else in the
+    scratch folder (the stage resumes from its trial log, not from this)."""
+    if store.is_local:
+        return store.local_path("search", "tune")
+    folder = knobs.scratch() / "lifelong-tune" / job
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
