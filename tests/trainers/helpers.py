@@ -197,7 +197,11 @@ class ServeProcess:
 
 
 def start_serve(
-    work: Workspace, *extra: str, version: str | None = None, timeout: float = 60.0
+    work: Workspace,
+    *extra: str,
+    version: str | None = None,
+    env: dict[str, str] | None = None,
+    timeout: float = 60.0,
 ) -> ServeProcess:
     """Start a serve process for the workspace's job and wait until it is ready."""
     port = free_port()
@@ -220,10 +224,14 @@ def start_serve(
         str(port),
         *extra,
     ]
-    env = {**os.environ, "LIFELONG_STATE_INTERVAL": "3600", "OMP_NUM_THREADS": "1"}
+    variables = {**os.environ, "LIFELONG_STATE_INTERVAL": "3600", "OMP_NUM_THREADS": "1"}
     with log.open("wb") as sink:
         popen = subprocess.Popen(
-            argv, stdout=sink, stderr=subprocess.STDOUT, env=env, start_new_session=True
+            argv,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            env={**variables, **(env or {})},
+            start_new_session=True,
         )
     process = ServeProcess(popen, f"http://127.0.0.1:{port}", log)
     deadline = time.monotonic() + timeout
