@@ -209,6 +209,10 @@ def test_a_container_that_fails_is_restarted_with_its_volumes_kept_under_on_fail
     assert status.last_state.terminated.exit_code == 1
     assert cluster.pod_log(namespace, "flaky") == "second run\n"
     assert cluster.pod_log(namespace, "flaky", previous=True) == "first run\n"
+    # kubectl reads the same files through the API server and the agent's log endpoint.
+    assert cluster.kubectl("logs", "-n", namespace, "flaky").stdout == "second run\n"
+    previous = cluster.kubectl("logs", "-n", namespace, "flaky", "--previous")
+    assert previous.stdout == "first run\n"
 
 
 def test_a_pod_that_cannot_run_fails_with_a_clear_reason_and_the_agent_carries_on(
@@ -373,3 +377,15 @@ def test_a_container_that_fails_its_liveness_probe_is_restarted(
     cluster.wait_for(restarted, timeout=30, message="a restart after the failed liveness probe")
     status = cluster.core.read_namespaced_pod("hung", namespace).status.container_statuses[0]
     assert status.last_state.terminated.exit_code == 137
+
+
+def test_kubectl_logs_follows_a_running_container_until_it_ends(
+    cluster: Cluster, namespace: str
+) -> None:
+    code = "import time\nfor i in range(3):\n    print('tick', i)\n    time.sleep(0.5)\n"
+    cluster.apply(python_pod("ticker", code), namespace)
+    cluster.wait_for_pod(namespace, "ticker", phases=["Running", "Succeeded"])
+
+    followed = cluster.kubectl("logs", "--follow", "-n", namespace, "ticker", timeout=30)
+
+    assert followed.stdout == "tick 0\ntick 1\ntick 2\n"

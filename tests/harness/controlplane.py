@@ -187,6 +187,17 @@ class ControlPlane:
         """A kubeconfig for the node agent of `node` (user `system:node:NODE`)."""
         return self.kubeconfig_for(f"system:node:{node}", ["system:nodes"])
 
+    def node_serving_certificate(self, node: str) -> KeyPair:
+        """A serving certificate for the node agent's log server (127.0.0.1 and `node`)."""
+        return self._authority.issue(
+            f"{node}-serving",
+            common_name=f"system:node:{node}",
+            organizations=["system:nodes"],
+            dns_names=[node],
+            ip_addresses=["127.0.0.1"],
+            server=True,
+        )
+
     def diagnose(self, lines: int = 30) -> str:
         """The tail of each component's log, for a failure message."""
         parts = []
@@ -237,6 +248,9 @@ class ControlPlane:
             server=True,
         )
         self._admin = ca.issue("admin", common_name="admin", organizations=["system:masters"])
+        self._kubelet_client = ca.issue(
+            "apiserver-kubelet-client", common_name="kube-apiserver-kubelet-client"
+        )
         write_kubeconfig(self.admin_kubeconfig, self.server, ca.cert, self._admin, "admin")
         self._kcm_kubeconfig = self.kubeconfig_for("system:kube-controller-manager")
         self._scheduler_kubeconfig = self.kubeconfig_for("system:kube-scheduler")
@@ -281,6 +295,12 @@ class ControlPlane:
             "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
             f"--service-account-key-file={self._signing_key.cert}",
             f"--service-account-signing-key-file={self._signing_key.key}",
+            # `kubectl logs` goes through the API server to the node agent: dial the node's
+            # InternalIP (127.0.0.1), never its host name, which would mean a DNS lookup.
+            "--kubelet-preferred-address-types=InternalIP",
+            f"--kubelet-certificate-authority={self.ca_cert}",
+            f"--kubelet-client-certificate={self._kubelet_client.cert}",
+            f"--kubelet-client-key={self._kubelet_client.key}",
             # The `kubernetes` Service would list 127.0.0.1 as its endpoint, which endpoint
             # validation refuses; pods reach the API server through KUBERNETES_SERVICE_HOST.
             "--endpoint-reconciler-type=none",

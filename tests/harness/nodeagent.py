@@ -8,7 +8,8 @@ with Lease heartbeats in `kube-node-lease` and status updates, and watches the p
 Each pod gets its own loopback address from `--pod-cidr` and a `PodWorker` (see `pods.py`)
 that runs its containers in private namespaces (see `sandbox.py`) and reports its status. It
 authenticates as `system:node:NAME`, so the API server's Node authoriser and NodeRestriction
-admission treat it exactly like a kubelet.
+admission treat it exactly like a kubelet. Given a serving certificate it also serves container
+logs for `kubectl logs` (see `logserver.py`).
 
 On SIGTERM or SIGINT it stops every container (SIGTERM, then SIGKILL after `--shutdown-grace`)
 and exits; if it is killed outright, the kernel kills the containers (see `sandbox.py`).
@@ -40,6 +41,7 @@ import aiohttp
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from kubeapi import JSON, ApiError, Credentials, KubeApi
+from logserver import LogServer, LogSource
 from podenv import extended_resource_count
 from pods import NodeContext, PodWorker, now, pod_directory
 from processes import Process, tail
@@ -76,6 +78,9 @@ class AgentOptions:
     restart_backoff: float = 1.0
     max_restart_backoff: float = 30.0
     shutdown_grace: float = 5.0
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    client_ca: Path | None = None
 
 
 class AddressPool:
@@ -151,6 +156,7 @@ class NodeAgent:
         self._kubelet_version = "v0.0.0"
         self._ready_since = now()
         self._boot_id = str(uuid.uuid4())
+        self._log_port = 0
 
     @property
     def capacity(self) -> dict[str, str]:
@@ -170,6 +176,9 @@ class NodeAgent:
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self._stop.set)
         self.options.root.mkdir(parents=True, exist_ok=True)
+        log_server = self._log_server()
+        if log_server is not None:
+            self._log_port = await log_server.start()
         async with KubeApi(self.credentials) as self.api:
             self.context = self._node_context()
             await self._register()
@@ -187,6 +196,40 @@ class NodeAgent:
                 task.cancel()
             grace = self.options.shutdown_grace
             await asyncio.gather(*(w.shutdown(grace) for w in self.workers.values()))
+        if log_server is not None:
+            await log_server.stop()
+
+    def _log_server(self) -> LogServer | None:
+        """The container-log server, when the agent was given certificates for it."""
+        cert, key, ca = self.options.tls_cert, self.options.tls_key, self.options.client_ca
+        if cert is None or key is None or ca is None:
+            return None
+        return LogServer(self._find_log, cert, key, ca)
+
+    def _find_log(
+        self, namespace: str, pod: str, container: str, previous: bool
+    ) -> LogSource | str:
+        """The log file `kubectl logs` asks for, or why there is none (kubelet wording)."""
+        workers = [w for w in self.workers.values() if (w.namespace, w.name) == (namespace, pod)]
+        if not workers:
+            return f'pod "{pod}" in namespace "{namespace}" is not on node {self.name}'
+        worker = workers[-1]
+        found = worker.container(container)
+        if found is None:
+            return f'container "{container}" in pod "{pod}" is not valid'
+        restart = found.restart_count - (1 if previous else 0)
+        path = worker.log_path(found, restart)
+        if restart < 0 or not path.exists():
+            what = "previous terminated container" if previous else "container"
+            return f'{what} "{container}" in pod "{pod}" not found or not started'
+        current = found
+
+        def growing() -> bool:
+            process = current.process
+            running = process is not None and process.returncode is None
+            return running and current.restart_count == restart
+
+        return LogSource(path, growing)
 
     def _node_context(self) -> NodeContext:
         return NodeContext(
@@ -257,7 +300,7 @@ class NodeAgent:
                 {"type": "InternalIP", "address": "127.0.0.1"},
                 {"type": "Hostname", "address": self.name},
             ],
-            "daemonEndpoints": {"kubeletEndpoint": {"Port": 0}},
+            "daemonEndpoints": {"kubeletEndpoint": {"Port": self._log_port}},
             "nodeInfo": {
                 "machineID": self._boot_id.replace("-", ""),
                 "systemUUID": self._boot_id,
@@ -473,6 +516,9 @@ def parse_args(argv: Sequence[str]) -> AgentOptions:
     parser.add_argument("--restart-backoff", type=float, default=1.0, help="first restart delay")
     parser.add_argument("--max-restart-backoff", type=float, default=30.0)
     parser.add_argument("--shutdown-grace", type=float, default=5.0)
+    parser.add_argument("--tls-cert-file", type=Path, help="serving certificate for logs")
+    parser.add_argument("--tls-private-key-file", type=Path, help="its private key")
+    parser.add_argument("--client-ca-file", type=Path, help="CA of the API server's client cert")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug detail")
     args = parser.parse_args(argv)
     logging.basicConfig(
@@ -494,6 +540,9 @@ def parse_args(argv: Sequence[str]) -> AgentOptions:
         restart_backoff=args.restart_backoff,
         max_restart_backoff=args.max_restart_backoff,
         shutdown_grace=args.shutdown_grace,
+        tls_cert=args.tls_cert_file,
+        tls_key=args.tls_private_key_file,
+        client_ca=args.client_ca_file,
     )
 
 

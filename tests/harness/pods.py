@@ -215,7 +215,7 @@ class Container:
         """Launch spec, termination log, start error and log path for this restart."""
         directory = self.worker.directory / "containers" / self.name
         n = self.restart_count
-        log = self.worker.directory / "logs" / self.name / f"{n}.log"
+        log = self.worker.log_path(self, n)
         return (
             directory / f"launch-{n}.json",
             directory / f"termination-log-{n}",
@@ -576,6 +576,13 @@ class PodWorker:
     @property
     def terminal(self) -> bool:
         return self.final_phase is not None
+
+    def container(self, name: str) -> Container | None:
+        """The container or init container called `name`."""
+        return next((c for c in self.init_containers + self.containers if c.name == name), None)
+
+    def log_path(self, container: Container, restart: int) -> Path:
+        return self.directory / "logs" / container.name / f"{restart}.log"
 
     # -- lifecycle ------------------------------------------------------------------------
 
