@@ -52,6 +52,8 @@ class TrialRecord:
 
     retries: int = 0
     error: str | None = None
+    finished: float = 0.0
+    """When it finished, in seconds since the epoch (its start is `metrics["entered"]`)."""
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -39,6 +39,7 @@ class TrialRecorder(Callback):
         total: int,
         run: int,
         spent: float,
+        began: float,
     ) -> None:
         self.ledger = ledger
         self.metrics = metrics
@@ -47,7 +48,7 @@ class TrialRecorder(Callback):
         self.total = total
         self.run = run
         self.spent = spent
-        self.began = time.monotonic()
+        self.began = began
         self.started: dict[str, float] = {}
         self.histories: dict[str, list[float]] = {}
         self.retries: dict[str, int] = {}
@@ -133,6 +134,7 @@ class TrialRecorder(Callback):
             wall=time.monotonic() - started,
             retries=self.retries.get(trial_id, 0),
             error=error,
+            finished=time.time(),
         )
         self.ledger.append(record)
         self.ledger.save_progress(self.run, self.spent + time.monotonic() - self.began)

@@ -93,7 +93,14 @@ def run(job: AutoDLJob, store: Store, args: argparse.Namespace | None = None) ->
             from lifelong.trainers.tuning import tune_trials
 
             outcome = tune_trials(
-                plan, prepared, ledger, metrics, run=run_number, trials=remaining, seconds=left
+                plan,
+                prepared,
+                ledger,
+                metrics,
+                run=run_number,
+                trials=remaining,
+                started=began,
+                deadline=began + left,
             )
             trained, overhead = outcome.trained, outcome.overhead
         elif remaining > 0:

@@ -60,9 +60,13 @@ def tune_trials(
     *,
     run: int,
     trials: int,
-    seconds: float,
+    started: float,
+    deadline: float,
 ) -> Outcome:
-    """Run up to `trials` new trials within `seconds`, logging each one as it finishes."""
+    """Run up to `trials` new trials until the `deadline`, logging each one as it finishes.
+
+    `started` is when the stage started and `deadline` when its wall-time budget ends (both of
+    `time.monotonic`); Ray's start counts against the budget."""
     budget = plan.budget
     with ray_session(plan.address, local_cpus(budget.parallelism)) as ray_start:
         import ray
@@ -99,6 +103,7 @@ def tune_trials(
             total=budget.trials,
             run=run,
             spent=ledger.seconds,
+            began=started,
         )
         tuner = tune.Tuner(
             tune.with_parameters(run_trial, data=handle, setup=setup),
@@ -111,7 +116,7 @@ def tune_trials(
                 num_samples=trials,
                 # Tune limits a `Searcher`'s concurrency; random sampling limits its own.
                 max_concurrent_trials=budget.parallelism if _limited(strategy) else None,
-                time_budget_s=seconds,
+                time_budget_s=max(deadline - time.monotonic(), 1.0),
                 reuse_actors=True,
             ),
             run_config=tune.RunConfig(
@@ -123,9 +128,9 @@ def tune_trials(
                 verbose=0,
             ),
         )
-        began = time.perf_counter()
+        fitting = time.perf_counter()
         grid = tuner.fit()
-        tuned = time.perf_counter() - began
+        tuned = time.perf_counter() - fitting
         _sweep(grid, recorder)
 
     return Outcome(recorder.trained, _overhead(ledger, run, ray_start, tuned, budget.parallelism))
