@@ -158,8 +158,8 @@ def test_endpointslices_are_made_for_a_service_but_refuse_loopback_pod_addresses
     cluster: Cluster, namespace: str
 ) -> None:
     # The endpointslice controller really runs and writes the pod IPs, but the API server's
-    # validation refuses loopback endpoint addresses, so the slice stays empty; it says so in a
-    # Warning event on the Service. See docs/testing.md.
+    # validation refuses loopback endpoint addresses, so no slice lists them; the controller
+    # says so in a Warning event on the Service. See docs/testing.md.
     cluster.apply([web_deployment(replicas=1), WEB_SERVICE], namespace)
     discovery = cluster.client(kubernetes.client.DiscoveryV1Api)
 
@@ -174,6 +174,8 @@ def test_endpointslices_are_made_for_a_service_but_refuse_loopback_pod_addresses
     assert "may not be in the loopback range" in event.message
     [pod] = cluster.core.list_namespaced_pod(namespace, label_selector="app=web").items
     assert pod.status.pod_ip in event.message
-    [endpoint_slice] = discovery.list_namespaced_endpoint_slice(namespace).items
-    assert endpoint_slice.metadata.owner_references[0].name == "web"
-    assert not endpoint_slice.endpoints
+    # Whether an empty placeholder slice exists depends on whether the controller saw the
+    # Service before the pod had an IP; no slice ever holds an endpoint.
+    for endpoint_slice in discovery.list_namespaced_endpoint_slice(namespace).items:
+        assert endpoint_slice.metadata.owner_references[0].name == "web"
+        assert not endpoint_slice.endpoints
