@@ -589,7 +589,8 @@ def training_rows(job: AutoDLJob) -> pd.DataFrame:
     table = load_table(job.spec.data.train)
     task = infer_task(table, job.spec.task)
     streams = build_streams(job.spec.data, table, task)
-    return split(streams.train, task, job.spec.data).train
+    labelled = streams.train[streams.train[task.target].notna()]
+    return split(labelled, task, job.spec.data).train
 
 
 def _served(store: Store, job: AutoDLJob, name: str, role: str, weight: int) -> Served:

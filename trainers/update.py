@@ -26,7 +26,7 @@ from sklearn import metrics as skm
 from sklearn.model_selection import train_test_split
 
 from lifelong import __version__
-from lifelong.api import Artifact, AutoDLJob, DataSnapshot, ModelVersionSpec, UpdateSpec
+from lifelong.api import AutoDLJob, DataSnapshot, ModelVersionSpec, UpdateSpec
 from lifelong.trainers.bundle import ModelBundle
 from lifelong.trainers.data import DataError, frame_digest
 from lifelong.trainers.fit import better, latency_ms
@@ -259,6 +259,46 @@ def _clean(value: float | None) -> float | None:
     return None if value is None or not math.isfinite(value) else round(value, 6)
 
 
+def _version_fields(
+    job: AutoDLJob,
+    candidate: ModelBundle,
+    parts: Parts,
+    scores: dict[str, dict[str, float | None]],
+    training: Training,
+) -> dict[str, Any]:
+    """The candidate's `ModelVersionSpec` fields (camelCase), all but parent, trigger, data,
+    seconds and artifact. Its score is the metric on every held-out row, new and old."""
+    metric = str(candidate.task.get("metric") or "accuracy")
+    held_out = pd.concat([parts.new_test, parts.old_test])
+    overall = _clean(evaluate(candidate, held_out, metric))
+    candidate.config = {**candidate.config, "learning_rate": training.learning_rate}
+    candidate.metrics = {
+        f"{part}{role.title()}": value
+        for role, values in scores.items()
+        for part, value in values.items()
+        if value is not None
+    }
+    sample = torch.from_numpy(candidate.transform(held_out[candidate.feature_names].head(1)))
+    latency = round(latency_ms(candidate.network, sample), 4) if len(sample) else 0.0
+    return {
+        "job": job.metadata.name,
+        "stage": "update",
+        "strategy": job.spec.lifelong.update.strategy,
+        "metric": metric,
+        "score": overall if overall is not None else 0.0,
+        "metrics": candidate.metrics,
+        "objectives": {
+            metric: overall if overall is not None else 0.0,
+            "params": float(parameter_count(candidate.network)),
+            "latencyMs": latency,
+        },
+        "config": candidate.config,
+        "seed": job.spec.data.seed,
+        "codeVersion": __version__,
+        "created": now_rfc3339(),
+    }
+
+
 def run(job: AutoDLJob, store: Store, args: argparse.Namespace) -> dict[str, Any]:
     """Train and evaluate candidate `--name` from serving version `--version`."""
     started = time.monotonic()
@@ -308,42 +348,15 @@ def run(job: AutoDLJob, store: Store, args: argparse.Namespace) -> dict[str, Any
         "oldRows": len(parts.old_test),
     }
 
-    # Write the candidate version, then the update's numbers, and report.
-    held_out = pd.concat([parts.new_test, parts.old_test])
-    trained_on = pd.concat([parts.new_train, parts.old_train])
-    overall = _clean(evaluate(candidate, held_out, metric))
-    candidate.config = {**candidate.config, "learning_rate": training.learning_rate}
-    candidate.metrics = {
-        f"{part}{role.title()}": value
-        for role, values in scores.items()
-        for part, value in values.items()
-        if value is not None
-    }
-    manifest = candidate.save(store, name, {"job": job.metadata.name, "stage": "update"})
-    sample = torch.from_numpy(candidate.transform(held_out[candidate.feature_names].head(1)))
-    version = ModelVersionSpec(
-        job=job.metadata.name,
-        stage="update",
-        parent=parent,
-        trigger=trigger,
-        strategy=spec.update.strategy,
-        artifact=Artifact(uri=f"{store.uri}/versions/{name}", digest=manifest["digest"]),
-        metric=metric,
-        score=overall if overall is not None else 0.0,
-        metrics=candidate.metrics,
-        objectives={
-            metric: overall if overall is not None else 0.0,
-            "params": float(parameter_count(candidate.network)),
-            "latencyMs": round(latency_ms(candidate.network, sample), 4) if len(sample) else 0.0,
-        },
-        config=candidate.config,
-        data=_snapshot(store, trained_on),
-        seed=seed,
-        code_version=__version__,
-        created=now_rfc3339(),
-        seconds=round(time.monotonic() - started, 3),
-    )
-    result = {"version": version.to_wire(), "evaluation": evaluation}
+    # Write the candidate version (its spec in the manifest, as the train stage does), then
+    # the update's numbers, and report.
+    fields = _version_fields(job, candidate, parts, scores, training)
+    fields.update(parent=parent, trigger=trigger, seconds=round(time.monotonic() - started, 3))
+    fields["data"] = _snapshot(store, pd.concat([parts.new_train, parts.old_train])).to_wire()
+    manifest = candidate.save(store, name, {"spec": fields})
+    artifact = {"uri": f"{store.uri}/versions/{name}", "digest": manifest["digest"]}
+    version = ModelVersionSpec.model_validate({**fields, "artifact": artifact}).to_wire()
+    result = {"version": version, "evaluation": evaluation}
     store.write_json(
         {**result, "search": trials, "classes": candidate.classes}, "updates", f"{name}.json"
     )

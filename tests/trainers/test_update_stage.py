@@ -135,6 +135,10 @@ def test_update_result_follows_the_stage_contract(collected: Collected) -> None:
     assert version.strategy == "lwf"
     assert version.artifact.digest == store.read_manifest("digits-test-v3")["digest"]
     assert version.data is not None and version.data.rows > 0
+    # The manifest carries the spec less its artifact, as the train stage writes it.
+    manifest = store.read_manifest("digits-test-v3")
+    artifact = {"uri": f"{store.uri}/versions/digits-test-v3", "digest": manifest["digest"]}
+    assert {**manifest["spec"], "artifact": artifact} == result["version"]
 
     evaluation = result["evaluation"]
     assert evaluation["metric"] == "accuracy" and evaluation["mode"] == "max"
