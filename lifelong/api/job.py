@@ -491,8 +491,8 @@ class AdaptationSpec(ApiModel):
     for each label, with a small rehearsal batch from the memories, and grows it for classes
     never seen before. Default: none."""
 
-    learning_rate: float = Field(default=0.05, gt=0.0, le=10.0)
-    """Step size of the head's online updates. Default: 0.05."""
+    learning_rate: float = Field(default=0.1, gt=0.0, le=10.0)
+    """Step size of the head's online updates. Default: 0.1."""
 
     rehearsal: int = Field(default=16, ge=0, le=1_024)
     """Examples drawn from the recent and replay memories into each online step, so the head
