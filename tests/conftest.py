@@ -3,6 +3,7 @@ real Kubernetes test cluster (`cluster`, `namespace`), whose code lives in `test
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Generator, Iterator
 from pathlib import Path
@@ -15,6 +16,10 @@ if TYPE_CHECKING:
     from cluster import Cluster
 
 ROOT = Path(__file__).resolve().parent.parent
+
+# A local Ray in tests talks over loopback only, as the stages make it (see
+# lifelong.trainers.main.keep_local_ray_on_loopback); Ray reads this before its first import.
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 
 
 @pytest.fixture(scope="session")

@@ -37,9 +37,6 @@ def ray_session(address: str | None, cpus: int, gpus: int = 0) -> Iterator[float
             num_cpus=cpus,
             num_gpus=gpus,
             include_dashboard=False,
-            # Ray's own traffic stays on the pod's address (loopback outside a cluster); left
-            # to itself, Ray would pick the machine's outward-facing address.
-            _node_ip_address=os.environ.get("POD_IP") or "127.0.0.1",
             logging_level=logging.WARNING,
             log_to_driver=knobs.worker_logs(),
             _temp_dir=str(knobs.scratch() / "ray"),

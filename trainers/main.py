@@ -34,6 +34,8 @@ EXIT_PERMANENT = 2
 """Exit code of a stage whose spec can never work; the engine does not retry it."""
 
 TERMINATION_LOG = Path("/dev/termination-log")
+LOCAL_RAY_SWITCH = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+"""Ray's switch that, set to 0, keeps a local Ray's addresses on loopback."""
 RESULT_LIMIT = 4096
 
 
@@ -94,6 +96,17 @@ def _stage(name: str) -> Stage:
     return module
 
 
+def keep_local_ray_on_loopback(job: AutoDLJob) -> None:
+    """Make a local Ray talk over loopback only.
+
+    Ray otherwise binds and dials the machine's outward-facing address even for a one-node
+    cluster. The switch must be set before `ray` is first imported; a job that names a Ray
+    cluster (`spec.search.rayAddress`) keeps Ray's own choice.
+    """
+    if job.spec.search.ray_address is None:
+        os.environ.setdefault(LOCAL_RAY_SWITCH, "0")
+
+
 def main(args: argparse.Namespace) -> int:
     logging.basicConfig(
         level=os.environ.get("LIFELONG_LOG_LEVEL", "INFO"),
@@ -102,6 +115,7 @@ def main(args: argparse.Namespace) -> int:
     result_path = getattr(args, "result", None)
     try:
         job = load_job(args.job)
+        keep_local_ray_on_loopback(job)
         store = Store(storage_uri(args, job))
         stage: Stage = _stage(args.stage)
         result = stage.run(job, store, args)
