@@ -9,7 +9,6 @@ Ray always shuts it down, whatever happens.
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
