@@ -82,6 +82,12 @@ def structural(schema: Schema, definitions: dict[str, Schema]) -> Schema:
         return out
 
     out = {k: v for k, v in schema.items() if k in _KEEP}
+    # OpenAPI v3.0 (what Kubernetes speaks) writes an exclusive bound as a boolean flag beside
+    # minimum/maximum; JSON Schema writes the bound itself.
+    for exclusive, bound in (("exclusiveMinimum", "minimum"), ("exclusiveMaximum", "maximum")):
+        if isinstance(out.get(exclusive), int | float) and not isinstance(out[exclusive], bool):
+            out[bound] = out[exclusive]
+            out[exclusive] = True
     if "description" in out:
         out["description"] = _words(out["description"])
     if "const" in schema:

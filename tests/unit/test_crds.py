@@ -62,6 +62,8 @@ def test_the_schema_is_structural(name: str) -> None:
             continue
         assert "type" in node or node.get("x-kubernetes-preserve-unknown-fields"), path
         assert "anyOf" not in node, path
+        for flag in ("exclusiveMinimum", "exclusiveMaximum"):  # OpenAPI v3.0: a boolean flag
+            assert isinstance(node.get(flag, False), bool), f"{path}.{flag}"
 
 
 def test_the_job_crd_has_status_columns_short_names_and_category() -> None:
