@@ -127,6 +127,11 @@ def main(args: argparse.Namespace) -> int:
         return _fail(str(error), EXIT_PERMANENT, result_path)
     except KeyboardInterrupt:
         return _fail("interrupted", 130, result_path)
+    except Exception as error:
+        # Anything else may pass (a store that was down, memories not yet written): the one-line
+        # reason goes where the engine reads it, and the engine retries with backoff.
+        log.exception("The %s stage failed.", args.stage)
+        return _fail(f"{type(error).__name__}: {error}", 1, result_path)
     if result is not None:
         report(result, result_path)
     return 0
