@@ -74,6 +74,11 @@ def _json_endpoint(endpoint: str, answer: Callable[[ServingState, Any], dict[str
             return web.json_response(answer(state, await _body(request)))
         except RequestError as error:
             return _refuse(state, endpoint, error)
+        except Exception as error:
+            # A bug, not the client's fault: answer 500 and keep serving.
+            log.exception("A %s request failed.", endpoint)
+            message = f"internal error: {type(error).__name__}: {error}"
+            return web.json_response({"error": message, "reason": "internal"}, status=500)
 
     return handler
 
