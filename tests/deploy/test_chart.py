@@ -80,6 +80,7 @@ def test_the_default_install_is_the_operator_its_account_and_cluster_rbac(
         "ClusterRole",
         "ClusterRoleBinding",
         "Deployment",
+        "NetworkPolicy",
         "Service",
         "ServiceAccount",
     ]
@@ -279,7 +280,12 @@ def test_the_dashboard_config_map_carries_the_sidecar_label_and_the_dashboard(
 def test_a_network_policy_admits_scrapers_and_probes_and_limits_egress_when_given(
     default: list[Object],
 ) -> None:
-    assert "NetworkPolicy" not in kinds(default)
+    open_to_all = one(default, "NetworkPolicy")["spec"]["ingress"]
+    assert open_to_all == [
+        {"ports": [{"port": "metrics", "protocol": "TCP"}]},
+        {"ports": [{"port": "health", "protocol": "TCP"}]},
+    ]
+    assert "NetworkPolicy" not in kinds(render(**{"networkPolicy.enabled": False}))
     scrapers = [{"namespaceSelector": {"matchLabels": {"name": "monitoring"}}}]
     policy = one(
         render(**{"networkPolicy.enabled": True, "networkPolicy.metricsFrom": scrapers}),
@@ -337,7 +343,7 @@ def test_rbac_and_the_service_account_can_be_left_to_the_cluster_admin() -> None
     objects = render(
         **{"rbac.create": False, "serviceAccount.create": False, "serviceAccount.name": "ops"}
     )
-    assert kinds(objects) == {"Deployment", "Service"}
+    assert kinds(objects) == {"Deployment", "Service", "NetworkPolicy"}
     assert one(objects, "Deployment")["spec"]["template"]["spec"]["serviceAccountName"] == "ops"
 
 
