@@ -128,6 +128,15 @@ async def _save_periodically(state: ServingState, store: Store, interval: float)
 
 def _replay(state: ServingState, job: AutoDLJob, url: str, stop: threading.Event) -> None:
     """Feed the job's stream to this server in real time, from where a last run stopped."""
+    try:
+        _feed(state, job, url, stop)
+    except Exception:
+        log.exception(
+            "Replaying the stream failed at record %d; serving goes on.", state.stream_position
+        )
+
+
+def _feed(state: ServingState, job: AutoDLJob, url: str, stop: threading.Event) -> None:
     stream = job.spec.data.stream
     if stream is None:
         raise DataError("--replay needs spec.data.stream; the job declares no stream")

@@ -12,6 +12,9 @@ window or a memory. It keeps:
 - the recent and replay memories for the next update;
 - everything above, persisted under `serving/state/` by `save()` and read back by `open_state`.
 
+TODO: replicas of one job share `serving/state/`, so with `serving.replicas` above 1 the last
+replica to save wins; each replica needs its own state folder and the update stage a merge.
+
 `lifelong.trainers.serve` puts it behind aiohttp; tests drive it directly.
 """
 
@@ -507,7 +510,11 @@ class ServingState:
     # --- persistence --------------------------------------------------------------------------
 
     def save(self, store: Store) -> None:
-        """Write the memories, detectors and adapted heads, then `state.json` last."""
+        """Write the memories, detectors and adapted heads, then `state.json` last.
+
+        TODO: this writes every file whole, on the event loop: fine for memories of thousands of
+        rows (milliseconds), slow for millions, which would need appending files in a thread.
+        """
         started = time.perf_counter()
         self.memories.save(store, self.inputs.names, self.target)
         detectors = {d.name: (d.spec.model_dump_json(), d) for d in self.detectors}
@@ -585,7 +592,11 @@ class ServingState:
 
 
 def training_rows(job: AutoDLJob) -> pd.DataFrame:
-    """The rows the first version trained on: the training split of the stream's training part."""
+    """The rows the first version trained on: the training split of the stream's training part.
+
+    TODO: the serve stage reads the training data at every start for the feature statistics
+    (and, on the first start, the replay seed); a version could carry these statistics instead.
+    """
     table = load_table(job.spec.data.train)
     task = infer_task(table, job.spec.task)
     streams = build_streams(job.spec.data, table, task)
