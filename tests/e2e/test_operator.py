@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -83,8 +85,19 @@ def crds(cluster: Cluster) -> None:
 
 
 @pytest.fixture
-def operator(cluster: Cluster, crds: None, tmp_path: Path) -> Iterator[Operator]:
-    running = Operator(cluster, tmp_path / "store", tmp_path / "operator.log")
+def storage() -> Iterator[Path]:
+    """The artifact store shared by the stage pods: a host folder outside /tmp, because every
+    pod gets its own private /tmp (an emptyDir), as in a real cluster."""
+    folder = Path(tempfile.mkdtemp(prefix="lifelong-e2e-", dir="/var/tmp"))
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture
+def operator(cluster: Cluster, crds: None, storage: Path, tmp_path: Path) -> Iterator[Operator]:
+    running = Operator(cluster, storage, tmp_path / "operator.log")
     running.start()
     try:
         yield running
