@@ -9,6 +9,7 @@
 | `POST /v1/predict` | `{"predictions": [...], "ids": [...], "versions": [...]}` |
 | `POST /v1/feedback` | `{"accepted": n}` |
 | `GET /v1/status` | versions, online metrics, drift, memories (`ServingState.status`) |
+| `POST /v1/save` | `{"saved": true}` once the state is in the store |
 | `GET /healthz`, `GET /readyz` | 200 while alive; 200 once the models are loaded |
 | `GET /metrics` | Prometheus text |
 
@@ -46,6 +47,7 @@ from lifelong.trainers.stream import ServeClient, StreamDriver
 log = logging.getLogger(__name__)
 
 STATE_KEY = web.AppKey("state", ServingState)
+STORE_KEY = web.AppKey("store", Store)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -96,18 +98,31 @@ async def _readyz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ready", "versions": [s.name for s in state.served]})
 
 
+async def _save(request: web.Request) -> web.Response:
+    """Save the state now, so that an update starting next reads the latest memories."""
+    if STORE_KEY not in request.app:
+        return web.json_response(
+            {"error": "this server has no store", "reason": "no-store"}, status=409
+        )
+    request.app[STATE_KEY].save(request.app[STORE_KEY])
+    return web.json_response({"saved": True})
+
+
 async def _metrics(request: web.Request) -> web.Response:
     body = request.app[STATE_KEY].exporter.text()
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
 
 
-def make_app(state: ServingState) -> web.Application:
-    """The serving API over one state."""
+def make_app(state: ServingState, store: Store | None = None) -> web.Application:
+    """The serving API over one state (saved to `store` on `POST /v1/save`)."""
     app = web.Application(client_max_size=state.settings.max_body_bytes)
     app[STATE_KEY] = state
+    if store is not None:
+        app[STORE_KEY] = store
     app.router.add_post("/v1/predict", _json_endpoint("predict", ServingState.predict))
     app.router.add_post("/v1/feedback", _json_endpoint("feedback", ServingState.feedback))
     app.router.add_get("/v1/status", _status)
+    app.router.add_post("/v1/save", _save)
     app.router.add_get("/healthz", _healthz)
     app.router.add_get("/readyz", _readyz)
     app.router.add_get("/metrics", _metrics)
@@ -176,7 +191,7 @@ async def serve(
     replay: bool = False,
 ) -> None:
     """Serve until SIGTERM or SIGINT, then save the state."""
-    runner = web.AppRunner(make_app(state), access_log=None)
+    runner = web.AppRunner(make_app(state, store), access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, host, port)
     await site.start()

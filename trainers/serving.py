@@ -555,10 +555,9 @@ class ServingState:
                 served.predictions = int(saved.get("predictions", 0))
             if served.adapter is not None and store.exists(STATE_DIR, f"adapted-{served.name}.pt"):
                 served.adapter.restore(store.read_bytes(STATE_DIR, f"adapted-{served.name}.pt"))
-        names = {s.name for s in self.served}
+        # Labels of predictions made by a version no longer served still feed the memory.
         for request_id, version, prediction, features, moment in state["pending"]:
-            if version in names:
-                self.pending[str(request_id)] = Pending(version, prediction, features, moment)
+            self.pending[str(request_id)] = Pending(version, prediction, features, moment)
         self.counts.update({k: int(v) for k, v in state["counts"].items()})
         self.delay_sum = float(state.get("delaySum", 0.0))
         self.monitor.restore(state.get("monitor", {}))
