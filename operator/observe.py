@@ -103,6 +103,10 @@ class PodReading:
         ]
 
 
+def _match(actual: str, wanted: str) -> bool:
+    return actual != wanted[1:] if wanted.startswith("!") else actual == wanted
+
+
 class MetricsMemory:
     """Short per-job series scraped from serving pods, for triggers without Prometheus."""
 
@@ -253,7 +257,7 @@ class Observer:
                     TriggerReading(trigger.name, None, None, "raw PromQL needs a Prometheus server")
                 )
                 continue
-            values = pods.values(trigger.metric)
+            values = pods.values(trigger.metric, role="!canary")  # as the compiled PromQL
             key = (namespace, job.metadata.name, trigger.metric)
             if values:
                 counter = trigger.metric.endswith("_total")

@@ -5,12 +5,12 @@ live stream would. With `rate` it paces records in real time (the serve stage's 
 without, it pushes batches as fast as the server answers (the local runner). `step(n)` pushes the
 next n records, so a caller can interleave its own checks; `drive()` runs a whole stream.
 
-`ServeClient` is a small synchronous client of the serving API on one persistent connection.
+`ServeClient` is a small synchronous client of the serving API (httpx) on one kept-alive
+connection.
 """
 
 from __future__ import annotations
 
-import http.client
 import json
 import logging
 import threading
@@ -20,6 +20,8 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
+
+import httpx
 
 from lifelong.trainers.data import Record
 
@@ -42,14 +44,12 @@ class ServeClient:
         if parts.scheme != "http" or not parts.hostname:
             raise ValueError(f"expected a URL such as http://127.0.0.1:8080, got {base_url!r}")
         self.base_url = base_url.rstrip("/")
-        self._host, self._port = parts.hostname, parts.port or 80
-        self._timeout = timeout
-        self._connection: http.client.HTTPConnection | None = None
+        # One retry covers a kept-alive connection the server closed between two requests.
+        transport = httpx.HTTPTransport(retries=1)
+        self._http = httpx.Client(base_url=self.base_url, timeout=timeout, transport=transport)
 
     def close(self) -> None:
-        if self._connection is not None:
-            self._connection.close()
-            self._connection = None
+        self._http.close()
 
     def __enter__(self) -> ServeClient:
         return self
@@ -58,23 +58,12 @@ class ServeClient:
         self.close()
 
     def request(self, method: str, path: str, body: Any = None) -> tuple[int, bytes]:
-        """Send one request; reconnects once when a kept-alive connection went away."""
-        data = None if body is None else json.dumps(body).encode()
-        headers = {"Content-Type": "application/json"} if data is not None else {}
-        for attempt in (1, 2):
-            if self._connection is None:
-                self._connection = http.client.HTTPConnection(
-                    self._host, self._port, timeout=self._timeout
-                )
-            try:
-                self._connection.request(method, path, body=data, headers=headers)
-                answer = self._connection.getresponse()
-                return answer.status, answer.read()
-            except (ConnectionError, http.client.HTTPException, OSError) as error:
-                self.close()
-                if attempt == 2:
-                    raise ServeError(0, f"{self.base_url}{path} is unreachable: {error}") from error
-        raise AssertionError("unreachable")
+        """Send one request; return the status code and the body."""
+        try:
+            answer = self._http.request(method, path, json=body)
+        except httpx.HTTPError as error:
+            raise ServeError(0, f"{self.base_url}{path} is unreachable: {error}") from error
+        return answer.status_code, answer.content
 
     def call(self, method: str, path: str, body: Any = None) -> Any:
         """A request whose answer must be 2xx JSON; else ServeError with the server's message."""
@@ -102,6 +91,16 @@ class ServeClient:
     def status(self) -> dict[str, Any]:
         result: dict[str, Any] = self.call("GET", "/v1/status")
         return result
+
+    def save(self) -> None:
+        """Ask the serve stage to write its state (memories, windows) to the store now."""
+        self.call("POST", "/v1/save")
+
+    def ready(self) -> bool:
+        try:
+            return self.request("GET", "/readyz")[0] == 200
+        except ServeError:
+            return False
 
     def metrics(self) -> str:
         status, data = self.request("GET", "/metrics")

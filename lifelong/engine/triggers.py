@@ -36,14 +36,16 @@ def _label_value(value: str) -> str:
 def to_promql(trigger: TriggerSpec, job: str, namespace: str | None = None) -> str:
     """The PromQL expression of a trigger; it returns samples exactly while it fires.
 
-    Several series (replicas, versions) are reduced to one value per job with `avg` (or `sum`
-    for counters' `rate`/`increase`), so the trigger fires on the job, not on one pod.
+    Several series (replicas) are reduced to one value per job with `avg` (or `sum` for
+    counters' `rate`/`increase`), so the trigger fires on the job, not on one pod. A canary's
+    series are left out.
     """
     if trigger.promql is not None:
         return trigger.promql
     window = trigger.window or DEFAULT_WINDOW
     aggregate = trigger.aggregate or DEFAULT_AGGREGATE
-    selector = f'{JOB_LABEL}="{_label_value(job)}"'
+    # The canary's series are left out: a trigger watches the version that serves.
+    selector = f'{JOB_LABEL}="{_label_value(job)}",role!="canary"'
     if namespace:
         selector += f',namespace="{_label_value(namespace)}"'
     inner = f"{_PROMQL_AGGREGATE[aggregate]}({trigger.metric}{{{selector}}}[{window}])"

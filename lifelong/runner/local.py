@@ -42,9 +42,10 @@ from lifelong.engine.step import step
 from lifelong.engine.triggers import Sample, evaluate, to_promql
 from lifelong.prometheus import PrometheusError, query
 from lifelong.runner.console import Console
-from lifelong.runner.feed import Feeder, Scrape, ServeError, scrape, status
+from lifelong.runner.feed import Feed, Scrape, scrape
 from lifelong.runner.processes import ServeProcess, Workspace, run_stage
 from lifelong.trainers.data import Record, build_streams, infer_task, load_table
+from lifelong.trainers.stream import ServeError
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +75,6 @@ class RunState:
     origin: float = 0.0
     idle: float = 0.0
     position: int = 0
-    labelled: int = 0
     wall: float = 0.0
     timeline: Timeline = field(default_factory=Timeline)
 
@@ -118,10 +118,8 @@ class LocalRunner:
         self.resumed = loaded is not None
         self.state = loaded or RunState(origin=time.time())
         self.records = self._records()
-        self.feeder = Feeder(
-            self.records, self._label_delay(), self.state.position, self.state.labelled
-        )
-        self.chunk = chunk or max(5, min(25, self.job.spec.serving.window // 10))
+        chunk = chunk or max(5, min(25, self.job.spec.serving.window // 10))
+        self.feed = Feed(self.records, self._label_delay(), chunk, self.state.position)
         self.serve = ServeProcess(self.workspace)
         self.samples: dict[str, deque[Sample]] = defaultdict(lambda: deque(maxlen=HISTORY))
         self.last_scrape: Scrape | None = None
@@ -152,7 +150,7 @@ class LocalRunner:
     def now(self) -> float:
         """The virtual clock: the stream's time plus time spent waiting for retries."""
         rate = self.job.spec.data.stream.rate if self.job.spec.data.stream else 1.0
-        return self.state.origin + self.feeder.position / rate + self.state.idle
+        return self.state.origin + self.feed.position / rate + self.state.idle
 
     # --- the loop ------------------------------------------------------------------------
 
@@ -188,7 +186,7 @@ class LocalRunner:
                 continue
             if self._waiting_for_retry(transition.status):
                 continue
-            if phase in ("Serving", "Updating") and not self.feeder.finished:
+            if phase in ("Serving", "Updating") and not self.feed.finished:
                 self._advance()
                 continue
             if phase == "Serving":
@@ -295,6 +293,8 @@ class LocalRunner:
         if action.name in self.state.runs:
             return
         self._save()
+        if action.stage.value == "update" and self.serve.alive:
+            self.serve.client.save()  # the update reads the memories the serve stage saved
         self.console.stage_started(action)
         began = time.monotonic()
         run = run_stage(self.workspace, action, self.console.stage_line)
@@ -308,7 +308,7 @@ class LocalRunner:
         seconds = round(self.now - self.state.origin, 3)
         entry = {
             "time": seconds,
-            "position": self.feeder.position,
+            "position": self.feed.position,
             "type": event.type,
             "reason": event.reason,
             "message": event.message,
@@ -316,19 +316,20 @@ class LocalRunner:
         self.state.timeline.events.append(entry)
         with (self.workspace.root / "events.jsonl").open("a", encoding="utf-8") as sink:
             sink.write(json.dumps(entry) + "\n")
-        self.console.event(event, self.feeder.position, seconds)
+        self.console.event(event, self.feed.position, seconds)
 
     # --- the stream ----------------------------------------------------------------------
 
     def _advance(self) -> None:
         """Feed one chunk of the stream and read the serve stage's metrics back."""
+        self.feed.attach(self.serve.client)
         try:
-            self.feeder.feed(self.serve.client, self.chunk)
+            self.feed.advance()
+            self.last_scrape = scrape(self.serve.client, self.job.metadata.name)
+            self.last_status = self.serve.client.status()
         except ServeError as error:
-            raise RuntimeError(f"the serve stage refused the stream: {error}") from error
-        self.state.position, self.state.labelled = self.feeder.position, self.feeder.labelled
-        self.last_scrape = scrape(self.serve.client, self.job.metadata.name)
-        self.last_status = status(self.serve.client)
+            raise RuntimeError(f"the serve stage failed the stream: {error}") from error
+        self.state.position = self.feed.position
         self._record_samples(self.last_scrape)
 
     def _record_samples(self, reading: Scrape) -> None:
@@ -337,7 +338,13 @@ class LocalRunner:
             if trigger.metric is None:
                 continue
             counter = trigger.metric.endswith("_total")
-            value = reading.total(trigger.metric) if counter else reading.mean(trigger.metric)
+            # As the compiled PromQL does: the job's series, the canary's left out.
+            series = {"role": "!canary"}
+            value = (
+                reading.total(trigger.metric, **series)
+                if counter
+                else reading.mean(trigger.metric, **series)
+            )
             if value is not None:
                 self.samples[trigger.metric].append(Sample(now, value))
 
@@ -346,7 +353,7 @@ class LocalRunner:
         drifts = reading.by_label("lifelong_drift_detected_total", "detector")
         serving = self.serve.current.version if self.serve.current else None
         point = {
-            "position": self.feeder.position,
+            "position": self.feed.position,
             "time": round(now - self.state.origin, 3),
             "value": online,
             "serving": serving,
@@ -354,11 +361,11 @@ class LocalRunner:
         self.state.timeline.online.append(point)
         previous = self.state.timeline.drifts[-1]["counts"] if self.state.timeline.drifts else {}
         if drifts != previous:
-            self.state.timeline.drifts.append({"position": self.feeder.position, "counts": drifts})
-        self.console.progress(self.feeder.position, len(self.records), online, metric, serving)
+            self.state.timeline.drifts.append({"position": self.feed.position, "counts": drifts})
+        self.console.progress(self.feed.position, len(self.records), online, metric, serving)
 
     def _save(self) -> None:
-        self.state.position, self.state.labelled = self.feeder.position, self.feeder.labelled
+        self.state.position = self.feed.position
         self.state.save(self.workspace.root / STATE_FILE)
 
 

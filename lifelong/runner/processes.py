@@ -21,9 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 from lifelong.engine.model import Serve, StageRun, StartStage
+from lifelong.trainers.stream import ServeClient
 
 log = logging.getLogger(__name__)
 
@@ -154,7 +153,7 @@ class ServeProcess:
         self.replay = replay
         self.process: subprocess.Popen[Any] | None = None
         self.current: Serve | None = None
-        self.client = httpx.Client(base_url=self.url, timeout=60.0)
+        self.client = ServeClient(self.url, timeout=60.0)
 
     @property
     def url(self) -> str:
@@ -196,11 +195,8 @@ class ServeProcess:
             if not self.alive:
                 tail = self.workspace.log_of("serve").read_text(encoding="utf-8")[-2000:]
                 raise RuntimeError(f"the serve stage exited while starting:\n{tail}")
-            try:
-                if self.client.get("/readyz").status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
+            if self.client.ready():
+                return
             time.sleep(0.2)
         raise RuntimeError(f"the serve stage was not ready within {SERVE_READY_TIMEOUT:.0f}s")
 

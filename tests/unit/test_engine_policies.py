@@ -217,7 +217,8 @@ def test_a_structured_trigger_compiles_to_promql() -> None:
         name="drop", metric="lifelong_online_accuracy", window="2m", aggregate="avg", below=0.9
     )
     assert to_promql(trigger, "digits", "ml") == (
-        'avg(avg_over_time(lifelong_online_accuracy{job_name="digits",namespace="ml"}[2m])) < 0.9'
+        "avg(avg_over_time(lifelong_online_accuracy"
+        '{job_name="digits",role!="canary",namespace="ml"}[2m])) < 0.9'
     )
 
 
