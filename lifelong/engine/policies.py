@@ -32,11 +32,14 @@ class LatchState:
 
 @dataclass(frozen=True)
 class TriggerLatch:
-    """Turns a trigger's condition over time into single firings.
+    """Turns a trigger's condition over time into single firings, acting only on steady signals.
 
     The condition must hold for `hold` seconds before the trigger fires. Once an update has
-    started from it (`latch`), it stays silent until the condition has been false for `rearm`
-    seconds: a metric flapping around its threshold starts one update, not one per flap.
+    started from it (`latch`), it stays silent until the signal is steady again for `rearm`
+    seconds: either clear (the problem went away: the trigger re-arms) or still firing since the
+    update ended (the update did not fix it: the trigger may fire again, if storm control lets
+    it). A metric flapping around its threshold is steady neither way, so it starts one update,
+    not one per flap.
     """
 
     hold: float = 0.0
@@ -57,13 +60,16 @@ class TriggerLatch:
         latched = state.latched and (now - clear) < self.rearm
         return LatchState(active_since=None, clear_since=clear, latched=latched)
 
-    def ready(self, state: LatchState, now: float) -> bool:
-        """Whether the trigger wants to fire now."""
-        return (
-            not state.latched
-            and state.active_since is not None
-            and now - state.active_since >= self.hold
-        )
+    def ready(self, state: LatchState, now: float, settled: float | None = None) -> bool:
+        """Whether the trigger wants to fire now.
+
+        `settled` is when the last update ended (None while one runs or before any ended).
+        """
+        if state.active_since is None or now - state.active_since < self.hold:
+            return False
+        if not state.latched:
+            return True
+        return settled is not None and now - max(state.active_since, settled) >= self.rearm
 
     @staticmethod
     def latch(state: LatchState) -> LatchState:

@@ -405,7 +405,8 @@ def _observe_triggers(s: _Step, *, may_fire: bool) -> str | None:
         reading = readings.get(trigger.name)
         if reading is not None and reading.firing is not None:
             memory = latch.observe(memory, reading.firing, s.now)
-        if latch.ready(memory, s.now):
+        settled = None if s.status.active_update else from_rfc3339(s.status.last_update_end_time)
+        if latch.ready(memory, s.now, settled):
             ready.append(trigger.name)
         states.append(
             TriggerState(

@@ -131,6 +131,22 @@ def test_a_trigger_rearms_after_its_condition_stays_clear() -> None:
     assert run_latch(TriggerLatch(hold=0.0, rearm=60.0), sequence) == [0, 8]
 
 
+def test_a_metric_still_bad_after_the_update_fires_again_once_steady() -> None:
+    latch = TriggerLatch(hold=0.0, rearm=60.0)
+    state = latch.latch(latch.observe(LatchState(), True, 0.0))
+    assert not latch.ready(state, 30.0, settled=None)  # the update is still running
+    assert not latch.ready(state, 80.0, settled=40.0)  # bad for only 40s since it ended
+    assert latch.ready(state, 100.0, settled=40.0)  # bad and steady for 60s since it ended
+
+
+def test_a_metric_flapping_after_the_update_does_not_fire_again() -> None:
+    latch, state = TriggerLatch(hold=0.0, rearm=60.0), LatchState()
+    state = latch.latch(latch.observe(state, True, 0.0))
+    for now in range(50, 300, 20):
+        state = latch.observe(state, (now // 20) % 2 == 0, float(now))
+        assert not latch.ready(state, float(now), settled=40.0)
+
+
 def test_a_for_duration_delays_the_firing() -> None:
     assert run_latch(TriggerLatch(hold=30.0, rearm=60.0), [True] * 6) == [3]
 
