@@ -23,6 +23,7 @@ from lifelong.api.metrics import (
     MetricName,
 )
 from lifelong.trainers import knobs
+from lifelong.trainers.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +37,24 @@ def _metric(spec: MetricName, registry: CollectorRegistry) -> Any:
     if spec.kind == "counter":
         return Counter(spec.name, spec.help, labels, registry=registry)
     return Gauge(spec.name, spec.help, labels, registry=registry)
+
+
+def _serve(port: int, stage: str, registry: CollectorRegistry) -> Any:
+    """Serve the metrics on the pod's own address (`POD_IP`, else loopback), as the serve stage
+    binds. Metrics are a side channel: a port already taken costs them, never the stage."""
+    from prometheus_client import start_http_server
+
+    address = Settings.from_env().host
+    try:
+        server, _ = start_http_server(port, addr=address, registry=registry)
+    except OSError as error:
+        log.warning(
+            "Cannot serve the %s stage's metrics on %s:%d (%s); running without them.",
+            stage, address, port, error,
+        )  # fmt: skip
+        return None
+    log.info("Serving the %s stage's metrics on %s:%d.", stage, address, port)
+    return server
 
 
 class StageMetrics:
@@ -52,10 +71,7 @@ class StageMetrics:
         self.server: Any = None
         port = knobs.metrics_port()
         if port is not None:
-            from prometheus_client import start_http_server
-
-            self.server, _ = start_http_server(port, registry=self.registry)
-            log.info("Serving the %s stage's metrics on port %d.", stage, port)
+            self.server = _serve(port, stage, self.registry)
 
     def set_trials(self, counts: dict[str, int]) -> None:
         for state in TRIAL_STATES:
