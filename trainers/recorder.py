@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from pathlib import Path
 from typing import Any
 
 from ray.tune import Callback
@@ -106,9 +107,7 @@ class TrialRecorder(Callback):
     def on_trial_error(
         self, iteration: int, trials: list[Trial], trial: Trial, **info: Any
     ) -> None:
-        error = trial.get_error()
-        text = str(error).strip().splitlines()[-1] if error else "unknown error"
-        self.record(trial.trial_id, trial.config, trial.last_result or {}, text[:ERROR_CHARS])
+        self.record(trial.trial_id, trial.config, trial.last_result or {}, _error(trial))
 
     # --- records ------------------------------------------------------------------------------
 
@@ -116,9 +115,9 @@ class TrialRecorder(Callback):
         self, trial_id: str, config: dict[str, Any], result: dict[str, Any], error: str | None
     ) -> None:
         """Append one finished trial to the ledger (once) and say so."""
-        if self.ledger.known(trial_id):
-            return
         epochs = int(result.get("training_iteration", 0) or 0)
+        if self.ledger.known(trial_id) or (epochs == 0 and not error):
+            return  # logged already, or stopped before its first epoch: it did nothing
         status = "failed" if error else ("completed" if epochs >= self.max_epochs else "stopped")
         started = self.started.get(trial_id, time.monotonic())
         record = TrialRecord(
@@ -171,6 +170,14 @@ class TrialRecorder(Callback):
             describe(record.metrics, names),
             best,
         )
+
+
+def _error(trial: Trial) -> str:
+    """The last line of the trial's latest error, from the error file Tune writes locally."""
+    path = Path(trial.error_file) if trial.error_file else None
+    text = path.read_text(encoding="utf-8", errors="replace") if path and path.exists() else ""
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    return (lines[-1] if lines else "unknown error")[:ERROR_CHARS]
 
 
 def _numbers(result: dict[str, Any]) -> dict[str, float]:

@@ -56,6 +56,9 @@ class TrialSetup:
     faults: tuple[int, int] = (0, 1)
     """(attempts, every) from `LIFELONG_FAULTS`, for fault-injection tests."""
 
+    scratch: str = ""
+    """A folder the driver and the workers share, where injected faults count attempts."""
+
 
 @dataclass
 class Tensors:
@@ -223,7 +226,7 @@ def _maybe_fail(config: dict[str, Any], setup: TrialSetup) -> None:
     text = json.dumps(config, sort_keys=True, default=str)
     if int(hashlib.sha256(text.encode()).hexdigest(), 16) % every != 0:
         return
-    marker = Path(tune.get_context().get_trial_dir()) / "lifelong-attempts"
+    marker = Path(setup.scratch) / f"attempts-{tune.get_context().get_trial_id()}"
     done = int(marker.read_text()) if marker.exists() else 0
     marker.write_text(str(done + 1))
     if done < attempts:

@@ -94,6 +94,7 @@ def tune_trials(
             checkpoint_every=strategy.checkpoint_every,
             seed=plan.seed,
             faults=knobs.faults(),
+            scratch=str(_tune_folder(ledger.store, plan.job)),
         )
         recorder = TrialRecorder(
             ledger,
@@ -108,9 +109,8 @@ def tune_trials(
         tuner = tune.Tuner(
             tune.with_parameters(run_trial, data=handle, setup=setup),
             param_space=strategy.param_space,
+            # The searcher and scheduler carry the metric and its mode themselves.
             tune_config=tune.TuneConfig(
-                metric=plan.primary.metric,
-                mode=plan.primary.mode,
                 search_alg=strategy.search_alg,
                 scheduler=strategy.scheduler,
                 num_samples=trials,
@@ -123,7 +123,7 @@ def tune_trials(
                 name=f"run-{run}",
                 storage_path=str(_tune_folder(ledger.store, plan.job)),
                 failure_config=tune.FailureConfig(max_failures=budget.max_retries),
-                checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=4),  # PBT clones recent ones
                 callbacks=[recorder],
                 verbose=0,
             ),
