@@ -18,7 +18,7 @@ import logging
 import shutil
 import time
 from collections import defaultdict, deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -75,6 +75,8 @@ class RunState:
     origin: float = 0.0
     idle: float = 0.0
     position: int = 0
+    starts: int = 0
+    """How many times a run of this folder began; a resumed run's request ids carry it."""
     wall: float = 0.0
     timeline: Timeline = field(default_factory=Timeline)
 
@@ -117,6 +119,7 @@ class LocalRunner:
         loaded = RunState.load(output / STATE_FILE)
         self.resumed = loaded is not None
         self.state = loaded or RunState(origin=time.time())
+        self.state.starts += 1
         self.records = self._records()
         chunk = chunk or max(5, min(25, self.job.spec.serving.window // 10))
         self.feed = Feed(self.records, self._label_delay(), chunk, self.state.position)
@@ -136,6 +139,10 @@ class LocalRunner:
         task = infer_task(table, self.job.spec.task)
         streams = build_streams(self.job.spec.data, table, task)
         records = list(streams.records(task.target, stream.limit))
+        if self.state.starts > 1:
+            # Records predicted just before an interruption may still await their label in the
+            # serve stage; a resumed run asks again under fresh ids rather than reuse those.
+            records = [replace(r, id=f"{r.id}.{self.state.starts}") for r in records]
         starts = [i for i, r in enumerate(records) if i == 0 or r.phase != records[i - 1].phase]
         self.state.timeline.phases = starts
         return records
