@@ -96,10 +96,11 @@ class PodReading:
     errors: list[str] = field(default_factory=list)
 
     def values(self, metric: str, **labels: str) -> list[float]:
+        """The metric's values whose labels match (`"!x"` matches any value but x)."""
         return [
             v
             for s, v in self.series.get(metric, [])
-            if all(s.get(k) == w for k, w in labels.items()) and not math.isnan(v)
+            if all(_match(s.get(k, ""), w) for k, w in labels.items()) and not math.isnan(v)
         ]
 
 
