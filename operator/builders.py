@@ -28,6 +28,8 @@ QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
 SPEC_MOUNT = "/etc/lifelong"
 JOB_FILE = f"{SPEC_MOUNT}/job.yaml"
 CONTAINER = "stage"
+STAGE_METRICS_ENV = "LIFELONG_METRICS_PORT"
+"""The trainers' knob (trainers/knobs.py) for the port of a stage's progress metrics."""
 EXIT_PERMANENT = 2
 JOB_BACKOFF_LIMIT = 1
 """Pod retries inside one batch Job; the engine retries whole runs with backoff on top."""
@@ -115,7 +117,16 @@ def _resources(resources: Resources) -> dict[str, Any]:
     return {"requests": requests, "limits": limits}
 
 
-def _env(template: PodTemplate) -> list[dict[str, Any]]:
+def scrape_annotations(port: int) -> dict[str, str]:
+    """The annotations by which Prometheus' pod discovery finds a pod's metrics."""
+    return {
+        "prometheus.io/scrape": "true",
+        "prometheus.io/port": str(port),
+        "prometheus.io/path": "/metrics",
+    }
+
+
+def _env(template: PodTemplate, extra: list[dict[str, Any]]) -> list[dict[str, Any]]:
     field_env = [
         ("POD_IP", "status.podIP"),
         ("POD_NAME", "metadata.name"),
@@ -128,7 +139,9 @@ def _env(template: PodTemplate) -> list[dict[str, Any]]:
         {"name": "HOME", "value": "/tmp"},
         {"name": "TMPDIR", "value": "/tmp"},
         {"name": "PYTHONUNBUFFERED", "value": "1"},
+        *extra,
     ]
+    # The spec's variables come last, so that they win over the operator's.
     env += [{"name": e.name, "value": e.value} for e in template.env]
     return env
 
@@ -187,6 +200,7 @@ def pod_template(
     ports: list[Body] | None = None,
     probes: dict[str, Body] | None = None,
     annotations: dict[str, str] | None = None,
+    env: list[Body] | None = None,
 ) -> Body:
     """The pod template of a stage, with the spec's overrides merged in."""
     pod_security, container_security = _security(config)
@@ -196,7 +210,7 @@ def pod_template(
         "image": job.spec.training.image or config.image,
         "imagePullPolicy": config.image_pull_policy,
         "args": args,
-        "env": _env(template),
+        "env": _env(template, env or []),
         "resources": _resources(resources),
         "securityContext": container_security,
         "volumeMounts": mounts,
@@ -254,6 +268,8 @@ def batch_job(job: AutoDLJob, job_body: Body, action: StartStage, config: Operat
     meta["annotations"] = {SPEC_HASH_ANNOTATION: spec_hash(job)}
     if training.template.queue_name:
         meta["labels"][QUEUE_LABEL] = training.template.queue_name
+    # Progress metrics (trials, best objective, epochs) on a port Prometheus finds by annotation.
+    port = config.stage_metrics_port
     template = pod_template(
         job, job_body, config,
         stage=stage,
@@ -261,6 +277,9 @@ def batch_job(job: AutoDLJob, job_body: Body, action: StartStage, config: Operat
         template=training.template,
         resources=training.resources,
         restart="Never",
+        ports=[{"name": "metrics", "containerPort": port, "protocol": "TCP"}] if port else None,
+        annotations=scrape_annotations(port) if port else None,
+        env=[{"name": STAGE_METRICS_ENV, "value": str(port)}] if port else None,
     )  # fmt: skip
     return {
         "apiVersion": "batch/v1",
@@ -312,9 +331,7 @@ def deployment(
     annotations = {
         SERVING_ANNOTATION: serving_key(serve),
         SPEC_HASH_ANNOTATION: spec_hash(job),
-        "prometheus.io/scrape": "true",
-        "prometheus.io/port": str(port),
-        "prometheus.io/path": "/metrics",
+        **scrape_annotations(port),
     }
     probe = {
         "httpGet": {"path": "/readyz", "port": "http"},
@@ -367,6 +384,30 @@ def service(job: AutoDLJob, job_body: Body) -> Body:
             "ports": [{"name": "http", "port": port, "targetPort": "http", "protocol": "TCP"}],
         },
     }
+
+
+def service_differs(current: Body, desired: Body) -> bool:
+    """Whether a Service's ports or selector differ from the desired ones (fields the API server
+    fills in, such as the cluster IP or a port's default protocol, do not count)."""
+
+    def ports(service: Body) -> list[tuple[Any, ...]]:
+        return sorted(
+            (p.get("name"), p.get("port"), str(p.get("targetPort", p.get("port"))),
+             p.get("protocol", "TCP"))
+            for p in (service.get("spec") or {}).get("ports") or []
+        )  # fmt: skip
+
+    selector = (current.get("spec") or {}).get("selector") or {}
+    return ports(current) != ports(desired) or selector != desired["spec"]["selector"]
+
+
+def converged_service(current: Body, desired: Body) -> Body:
+    """The current Service with the desired ports, selector and labels: what the API server
+    assigned (cluster IP, families) is kept, and the resourceVersion guards the replace."""
+    meta = {**desired["metadata"], "resourceVersion": current["metadata"]["resourceVersion"]}
+    spec = {**current["spec"], "ports": desired["spec"]["ports"],
+            "selector": desired["spec"]["selector"]}  # fmt: skip
+    return {**desired, "metadata": meta, "spec": spec}
 
 
 # --- model versions --------------------------------------------------------------------------

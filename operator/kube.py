@@ -7,7 +7,6 @@ won; the object is gone); every other API error is `KubeError` and the reconcile
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from typing import Any
 
@@ -21,6 +20,9 @@ log = logging.getLogger(__name__)
 Body = dict[str, Any]
 JOBS = "autodljobs"
 VERSIONS = "modelversions"
+PEERING_GROUP, PEERING_VERSION = "kopf.dev", "v1"
+PEERINGS = "kopfpeerings"
+CLUSTER_PEERINGS = "clusterkopfpeerings"
 
 
 class KubeError(RuntimeError):
@@ -188,15 +190,35 @@ class Kube:
             )
         )
 
-    def ensure_service(self, body: Body) -> None:
+    def get_service(self, namespace: str, name: str) -> Body:
+        return self._dict(
+            self._call(
+                f"service {namespace}/{name}", self.core.read_namespaced_service, name, namespace
+            )
+        )
+
+    def create_service(self, body: Body) -> Body:
         meta = body["metadata"]
-        with contextlib.suppress(ConflictError):
+        return self._dict(
             self._call(
                 f"service {meta['namespace']}/{meta['name']}",
                 self.core.create_namespaced_service,
                 meta["namespace"],
                 body,
             )
+        )
+
+    def replace_service(self, body: Body) -> Body:
+        meta = body["metadata"]
+        return self._dict(
+            self._call(
+                f"service {meta['namespace']}/{meta['name']}",
+                self.core.replace_namespaced_service,
+                meta["name"],
+                meta["namespace"],
+                body,
+            )
+        )
 
     def apply_config_map(self, body: Body) -> None:
         """Create the ConfigMap, or replace it when its content differs."""
@@ -219,3 +241,23 @@ class Kube:
             self._call(
                 what, self.core.replace_namespaced_config_map, meta["name"], meta["namespace"], body
             )
+
+    # --- leader election -----------------------------------------------------------------
+
+    def get_peering(self, name: str, namespace: str | None) -> Body | None:
+        """Kopf's peering object (cluster-wide, or in a namespace), or None when it is missing.
+
+        Listed by name: leader election grants list and watch on peering objects, never get."""
+        selector = f"metadata.name={name}"
+        if namespace is None:
+            answer = self._call(f"clusterkopfpeering {name}",
+                                self.custom.list_cluster_custom_object,
+                                PEERING_GROUP, PEERING_VERSION, CLUSTER_PEERINGS,
+                                field_selector=selector)  # fmt: skip
+        else:
+            answer = self._call(f"kopfpeering {namespace}/{name}",
+                                self.custom.list_namespaced_custom_object,
+                                PEERING_GROUP, PEERING_VERSION, namespace, PEERINGS,
+                                field_selector=selector)  # fmt: skip
+        items: list[Body] = answer.get("items") or []
+        return items[0] if items else None

@@ -4,39 +4,39 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import logging
-import os
-import random
+import sys
+from typing import Any
 
 import kopf
 
+from lifelong.operator import logs
+from lifelong.operator.config import ConfigError, OperatorConfig
+
 
 def main(args: argparse.Namespace) -> int:
-    from lifelong.operator import handlers
-
-    config = handlers.OPERATOR.config
+    try:
+        config = OperatorConfig.from_env()
+    except ConfigError as error:
+        print(f"lifelong operator: {error}; the operator does not start.", file=sys.stderr)
+        return 2
     if args.namespace:
         config = dataclasses.replace(config, namespaces=tuple(args.namespace))
     if args.metrics_port is not None:
         config = dataclasses.replace(config, metrics_port=args.metrics_port)
-    handlers.OPERATOR.config = config
+    logs.configure(config.log_format, config.log_level)
 
-    kopf.configure(
-        verbose=os.environ.get("LIFELONG_LOG_LEVEL", "").upper() == "DEBUG",
-        log_format=kopf.LogFormat.JSON if config.log_format == "json" else kopf.LogFormat.FULL,
-    )
-    logging.getLogger("lifelong").setLevel(os.environ.get("LIFELONG_LOG_LEVEL", "INFO"))
-    health = os.environ.get("LIFELONG_HEALTH_PORT", "8081")
-    address = os.environ.get("POD_IP", "0.0.0.0")  # a pod binds its own address
-    # Kopf pauses every operator that sees a peer of equal priority, so replicas sharing a peering
-    # name each draw their own: the highest works, the others stand by until its keep-alive ends.
-    priority = random.SystemRandom().randint(1, 2**31 - 1) if config.peering else 0
+    from lifelong.operator import handlers
+
+    handlers.OPERATOR.config = config
+    health = config.health_port
+    identity: Any = config.identity  # Kopf types it as a NewType of str that it does not export
     kopf.run(
         clusterwide=not config.namespaces,
         namespaces=list(config.namespaces),
         standalone=config.peering is None,
         peering_name=config.peering,
-        priority=priority,
-        liveness_endpoint=f"http://{address}:{health}/healthz" if health != "0" else None,
+        priority=config.peering_priority if config.peering else 0,
+        identity=identity,
+        liveness_endpoint=f"http://{config.bind_address}:{health}/healthz" if health else None,
     )
     return 0

@@ -3,6 +3,8 @@ durations, and jobs by phase. Labels are bounded (outcome, phase), never job nam
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from prometheus_client import Counter, Gauge, Histogram
 
 RECONCILES = Counter(
@@ -25,10 +27,17 @@ JOBS = Gauge(
     "AutoDLJobs known to this operator, by phase.",
     ["phase"],
 )
+LEADER = Gauge(
+    "lifelong_operator_leader",
+    "1 while this replica reconciles (it runs standalone or leads its peering), 0 on standby.",
+)
 PHASES = ("Pending", "Searching", "Training", "Serving", "Updating", "Suspended", "Failed")
 
 
-def count_phases(phases: dict[tuple[str, str], str | None]) -> None:
+def count_phases(phases: Iterable[str | None]) -> None:
     """Set the jobs-by-phase gauge from the last known phase of every job."""
+    counts = dict.fromkeys(PHASES, 0)
+    for phase in phases:
+        counts[phase or "Pending"] = counts.get(phase or "Pending", 0) + 1
     for phase in PHASES:
-        JOBS.labels(phase=phase).set(sum(1 for p in phases.values() if (p or "Pending") == phase))
+        JOBS.labels(phase=phase).set(counts[phase])

@@ -8,6 +8,7 @@ and the status is written with the resourceVersion it was computed from, so two 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -25,13 +26,18 @@ from lifelong.engine.model import (
     StartStage,
     StopServing,
 )
-from lifelong.engine.step import step
+from lifelong.engine.reasons import Reason
+from lifelong.engine.step import from_rfc3339, step, to_rfc3339
 from lifelong.operator import builders
 from lifelong.operator.config import OperatorConfig
 from lifelong.operator.kube import Body, ConflictError, Kube, NotFoundError
+from lifelong.operator.logs import JobLogger
 from lifelong.operator.observe import Observer
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
+
+TIMED_PHASES = ("Serving", "Updating")
+"""Phases in which time alone changes what the engine decides (triggers, canaries)."""
 
 EventSink = Callable[[Body, Event], None]
 
@@ -43,9 +49,21 @@ class Outcome:
     phase: str | None
     actions: int
     status_written: bool
+    wake: float | None = None
+    """When the job must be reconciled again even if nothing about it changes (seconds since
+    the epoch); None when only a change of the job or its children matters."""
 
 
-def parse_job(body: Body) -> AutoDLJob:
+def wake_time(status: AutoDLJobStatus, now: float, interval: float) -> float | None:
+    """When time alone next changes the engine's answer: every `interval` while a model serves
+    (triggers, canary), at a retry's backoff deadline, else never."""
+    if status.phase in TIMED_PHASES:
+        return now + interval
+    retry_at = from_rfc3339(status.next_attempt_time)
+    return None if retry_at is None else max(retry_at, now)
+
+
+def parse_job(body: Body, log: logging.Logger | JobLogger = logger) -> AutoDLJob:
     """The job from its object; a status written by another version is dropped, not fatal."""
     document = {
         "apiVersion": body["apiVersion"],
@@ -60,9 +78,7 @@ def parse_job(body: Body) -> AutoDLJob:
     try:
         status = AutoDLJobStatus.model_validate(body.get("status") or {})
     except ValidationError:
-        log.warning(
-            "Ignoring an unreadable status of %s; it will be rebuilt.", body["metadata"]["name"]
-        )
+        log.warning("Ignoring the job's unreadable status; it will be rebuilt.")
         status = None
     return job.model_copy(update={"status": status})
 
@@ -85,37 +101,39 @@ class Reconciler:
             return None
         if body["metadata"].get("deletionTimestamp"):
             return None
+        log = JobLogger(logger, namespace, name, body["metadata"].get("uid", ""))
         try:
-            job = parse_job(body)
+            job = parse_job(body, log)
         except ValidationError as error:
-            return self._invalid(body, error)
+            return self._invalid(body, error, log)
 
         self.kube.apply_config_map(builders.spec_config_map(job, body))
         observations = self.observer.observe(job, body)
         transition = step(job, observations)
         for action in transition.actions:
-            self._apply(job, body, action)
-        written = self._write_status(body, transition.status.to_wire())
-        return Outcome(transition.status.phase, len(transition.actions), written)
+            self._apply(job, body, action, log)
+        written = self._write_status(body, transition.status.to_wire(), log)
+        wake = wake_time(transition.status, observations.now, self.config.interval)
+        return Outcome(transition.status.phase, len(transition.actions), written, wake)
 
     # --- actions -------------------------------------------------------------------------
 
-    def _apply(self, job: AutoDLJob, body: Body, action: Action) -> None:
+    def _apply(self, job: AutoDLJob, body: Body, action: Action, log: JobLogger) -> None:
         namespace = body["metadata"]["namespace"]
         if isinstance(action, Event):
             self.post_event(body, action)
         elif isinstance(action, StartStage):
             try:
                 self.kube.create_batch_job(builders.batch_job(job, body, action, self.config))
-                log.info("Created Job %s/%s.", namespace, action.name)
+                log.info("Created the %s Job %s.", action.stage.value, action.name)
             except ConflictError:
-                log.debug("Job %s/%s exists already.", namespace, action.name)
+                log.debug("The Job %s exists already.", action.name)
         elif isinstance(action, Serve):
-            self._serve(job, body, action, None)
+            self._serve(job, body, action, None, log)
         elif isinstance(action, StopServing):
-            self._stop_serving(job, body)
+            self._stop_serving(job, body, log)
         elif isinstance(action, RecordVersion):
-            self._record_version(job, body, action)
+            self._record_version(job, body, action, log)
         elif isinstance(action, SetVersionState):
             status: dict[str, Any] = {"state": action.state, "message": action.message[:1024]}
             if action.gate is not None:
@@ -126,21 +144,22 @@ class Reconciler:
                 self.kube.patch_version_status(namespace, action.name, status)
             except NotFoundError:
                 log.warning(
-                    "ModelVersion %s/%s is gone; its state %s is not recorded.",
-                    namespace,
+                    "The ModelVersion %s is gone; its state %s is not recorded.",
                     action.name,
                     action.state,
                 )
 
-    def _serve(self, job: AutoDLJob, body: Body, serve: Serve, replicas: int | None) -> None:
+    def _serve(
+        self, job: AutoDLJob, body: Body, serve: Serve, replicas: int | None, log: JobLogger
+    ) -> None:
         namespace = body["metadata"]["namespace"]
         desired = builders.deployment(job, body, serve, self.config, replicas)
-        self.kube.ensure_service(builders.service(job, body))
+        self._apply_service(builders.service(job, body), log)
         try:
             current = self.kube.get_deployment(namespace, names.serve(job.metadata.name))
         except NotFoundError:
             self.kube.create_deployment(desired)
-            log.info("Created the serving Deployment of %s/%s.", namespace, job.metadata.name)
+            log.info("Created the serving Deployment for %s.", builders.serving_key(serve))
             return
         same_args = _container(current).get("args") == _container(desired).get("args")
         same_replicas = current["spec"].get("replicas") == desired["spec"]["replicas"]
@@ -151,15 +170,33 @@ class Reconciler:
         try:
             self.kube.replace_deployment(desired)
             log.info(
-                "Rolled the serving Deployment of %s/%s to %s.",
-                namespace,
-                job.metadata.name,
+                "Rolled the serving Deployment to %s with %d replicas.",
                 builders.serving_key(serve),
+                desired["spec"]["replicas"],
             )
         except ConflictError:
             log.debug("The serving Deployment changed meanwhile; the next pass retries.")
 
-    def _stop_serving(self, job: AutoDLJob, body: Body) -> None:
+    def _apply_service(self, desired: Body, log: JobLogger) -> None:
+        """Create the serving Service, or bring its ports and selector to the spec's."""
+        meta = desired["metadata"]
+        try:
+            current = self.kube.get_service(meta["namespace"], meta["name"])
+        except NotFoundError:
+            try:
+                self.kube.create_service(desired)
+            except ConflictError:
+                log.debug("The serving Service was created meanwhile; the next pass checks it.")
+            return
+        if not builders.service_differs(current, desired):
+            return
+        try:
+            self.kube.replace_service(builders.converged_service(current, desired))
+            log.info("Updated the serving Service to port %s.", desired["spec"]["ports"][0]["port"])
+        except ConflictError:
+            log.debug("The serving Service changed meanwhile; the next pass retries.")
+
+    def _stop_serving(self, job: AutoDLJob, body: Body, log: JobLogger) -> None:
         status = job.status
         if status is None or status.serving_version is None:
             return
@@ -168,49 +205,52 @@ class Reconciler:
             self.kube.get_deployment(body["metadata"]["namespace"], names.serve(job.metadata.name))
         except NotFoundError:
             return
-        self._serve(job, body, serve, replicas=0)
+        self._serve(job, body, serve, 0, log)
 
-    def _record_version(self, job: AutoDLJob, body: Body, action: RecordVersion) -> None:
+    def _record_version(
+        self, job: AutoDLJob, body: Body, action: RecordVersion, log: JobLogger
+    ) -> None:
         namespace = body["metadata"]["namespace"]
         stage = "train" if names.version_number(action.name) == 1 else "update"
         version = builders.model_version(job, body, action.name, action.spec, stage)
         try:
             self.kube.create_version(version)
         except ConflictError:
-            log.debug("ModelVersion %s/%s exists already.", namespace, action.name)
+            log.debug("The ModelVersion %s exists already.", action.name)
         self.kube.patch_version_status(namespace, action.name, {"state": action.state})
 
     # --- status --------------------------------------------------------------------------
 
-    def _write_status(self, body: Body, status: dict[str, Any]) -> bool:
+    def _write_status(self, body: Body, status: dict[str, Any], log: JobLogger) -> bool:
         if (body.get("status") or {}) == status:
             return False
         try:
             self.kube.replace_job_status({**body, "status": status})
         except ConflictError:
-            log.debug(
-                "%s changed while reconciling; the next pass starts from the new state.",
-                body["metadata"]["name"],
-            )
+            log.debug("The job changed while reconciling; the next pass starts from the new state.")
             return False
         return True
 
-    def _invalid(self, body: Body, error: ValidationError) -> Outcome:
+    def _invalid(self, body: Body, error: ValidationError, log: JobLogger) -> Outcome:
         """A spec the CRD let through but the models refuse: say so in a Stalled condition."""
         problems = "; ".join(
             f"spec.{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in error.errors()
         )
         status = dict(body.get("status") or {})
         status.update(phase="Failed", message=f"The spec is invalid: {problems}"[:1024])
+        reason, now = Reason.INVALID_SPEC.value, to_rfc3339(time.time())
+        generation = body["metadata"].get("generation")
+        status["observedGeneration"] = generation
         status["conditions"] = [
-            {"type": "Stalled", "status": "True", "reason": "InvalidSpec",
-             "message": status["message"], "lastTransitionTime": _now()},
-            {"type": "Ready", "status": "False", "reason": "InvalidSpec",
-             "message": status["message"], "lastTransitionTime": _now()},
+            {"type": "Stalled", "status": "True", "reason": reason, "message": status["message"],
+             "lastTransitionTime": now, "observedGeneration": generation},
+            {"type": "Ready", "status": "False", "reason": reason, "message": status["message"],
+             "lastTransitionTime": now, "observedGeneration": generation},
         ]  # fmt: skip
-        written = self._write_status(body, status)
+        written = self._write_status(body, status, log)
         if written:
-            self.post_event(body, Event("Warning", "InvalidSpec", status["message"]))
+            log.warning("%s", status["message"])
+            self.post_event(body, Event("Warning", reason, status["message"]))
         return Outcome("Failed", 0, written)
 
 
@@ -222,9 +262,3 @@ def _container(deployment: Body) -> Body:
 def _annotations(deployment: Body) -> dict[str, str]:
     annotations: dict[str, str] = deployment["spec"]["template"]["metadata"].get("annotations")
     return annotations or {}
-
-
-def _now() -> str:
-    from datetime import UTC, datetime
-
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

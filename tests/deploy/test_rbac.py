@@ -5,6 +5,7 @@ permission means changing the table, the chart and the code together."""
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -40,14 +41,23 @@ NAMESPACED: set[Grant] = {
     ("apps", "deployments", "watch"),
     ("apps", "deployments", "create"),
     ("apps", "deployments", "update"),
-    # The serving Service, created once.
+    # The serving Service: read, created, and replaced when the spec's port changes.
+    ("", "services", "get"),
     ("", "services", "create"),
+    ("", "services", "update"),
     # The job manifest the stages mount.
     ("", "configmaps", "get"),
     ("", "configmaps", "create"),
     ("", "configmaps", "update"),
     # Events for every autonomous decision.
     ("", "events", "create"),
+}
+
+# Only with leader election, where the chart grants list, watch and a patch of its own object:
+# the operator's periodic pass reads the peering object to stand by as Kopf does.
+LEADER_ELECTION: set[Grant] = {
+    ("kopf.dev", "clusterkopfpeerings", "list"),
+    ("kopf.dev", "kopfpeerings", "list"),
 }
 
 # Only in cluster mode: Kopf notices CRDs appearing and disappearing.
@@ -93,8 +103,19 @@ _VERBS = {
     "replace": "update",
     "patch": "patch",
 }
-_GROUPS = {"core": "", "apps": "apps", "batch": "batch", "custom": GROUP}
-_PLURALS = {"JOBS": "autodljobs", "VERSIONS": "modelversions"}
+_GROUPS = {"core": "", "apps": "apps", "batch": "batch"}
+_CUSTOM_GROUPS = {"GROUP": GROUP, "PEERING_GROUP": "kopf.dev"}
+_PLURALS = {
+    "JOBS": "autodljobs",
+    "VERSIONS": "modelversions",
+    "PEERINGS": "kopfpeerings",
+    "CLUSTER_PEERINGS": "clusterkopfpeerings",
+}
+_METHOD = re.compile(r"^([a-z]+)_(?:namespaced_|cluster_)?(.+)$")
+
+
+def _names(node: ast.Call) -> list[str]:
+    return [a.id for a in node.args if isinstance(a, ast.Name)]
 
 
 def calls_in_kube_module() -> set[Grant]:
@@ -109,16 +130,17 @@ def calls_in_kube_module() -> set[Grant]:
         method = node.args[1]
         assert isinstance(method, ast.Attribute) and isinstance(method.value, ast.Attribute)
         api, name = method.value.attr, method.attr
-        verb, _, rest = name.partition("_namespaced_")
+        match = _METHOD.match(name)
+        assert match, name
+        verb, rest = match.groups()
         subresource = "/status" if rest.endswith("_status") else ""
         rest = rest.removesuffix("_status")
         if api == "custom":
-            plural = node.args[5]
-            assert isinstance(plural, ast.Name), ast.dump(plural)
-            resource = _PLURALS[plural.id]
+            (group,) = [_CUSTOM_GROUPS[n] for n in _names(node) if n in _CUSTOM_GROUPS]
+            (resource,) = [_PLURALS[n] for n in _names(node) if n in _PLURALS]
         else:
-            resource = rest.replace("_", "") + "s"
-        found.add((_GROUPS[api], resource + subresource, _VERBS[verb]))
+            group, resource = _GROUPS[api], rest.replace("_", "") + "s"
+        found.add((group, resource + subresource, _VERBS[verb]))
     return found
 
 
@@ -139,10 +161,11 @@ def watches_in_handlers() -> set[Grant]:
 # --- tests -----------------------------------------------------------------------------------
 
 
-def test_the_operator_code_uses_exactly_the_namespaced_table() -> None:
+def test_the_operator_code_uses_exactly_the_namespaced_and_leader_election_tables() -> None:
     used = calls_in_kube_module() | watches_in_handlers()
-    assert used - NAMESPACED == set(), "the operator calls this: grant it in _helpers.tpl and here"
-    assert NAMESPACED - used == set(), "granted but never called: take it out"
+    granted = NAMESPACED | LEADER_ELECTION
+    assert used - granted == set(), "the operator calls this: grant it in _helpers.tpl and here"
+    assert granted - used == set(), "granted but never called: take it out"
 
 
 def test_cluster_mode_grants_the_table_and_kopf_crd_scanning_only() -> None:
@@ -175,6 +198,7 @@ def test_leader_election_adds_peering_watches_and_a_patch_of_its_own_object(
     for role in of_kind(objects, "ClusterRole") + of_kind(objects, "Role"):
         extra = grants(role) - NAMESPACED - CLUSTER_ONLY
         assert extra == {("kopf.dev", resource, "list"), ("kopf.dev", resource, "watch")}
+        assert ("kopf.dev", resource, "list") in LEADER_ELECTION
         assert named_grants(role) == {("kopf.dev", resource, "patch", "lifelong")}
 
 

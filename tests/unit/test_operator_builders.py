@@ -143,3 +143,53 @@ def test_the_job_manifest_for_the_stages_round_trips() -> None:
 
     [document] = parse_documents(text)
     assert AutoDLJob.model_validate(document.data).metadata.namespace == "ml"
+
+
+def test_stage_pods_serve_their_progress_metrics_where_prometheus_finds_them() -> None:
+    config = OperatorConfig(stage_metrics_port=9110)
+    job = builders.batch_job(make_job(), BODY, StartStage(Stage.SEARCH, "digits-search"), config)
+    env = {e["name"]: e.get("value") for e in container(job)["env"]}
+    assert env["LIFELONG_METRICS_PORT"] == "9110"
+    assert {"name": "metrics", "containerPort": 9110, "protocol": "TCP"} in container(job)["ports"]
+    annotations = job["spec"]["template"]["metadata"]["annotations"]
+    assert annotations["prometheus.io/scrape"] == "true"
+    assert annotations["prometheus.io/port"] == "9110"
+
+
+def test_a_zero_stage_metrics_port_leaves_stage_pods_unscraped() -> None:
+    config = OperatorConfig(stage_metrics_port=0)
+    job = builders.batch_job(make_job(), BODY, StartStage(Stage.TRAIN, "digits-train"), config)
+    assert "LIFELONG_METRICS_PORT" not in {e["name"] for e in container(job)["env"]}
+    assert "ports" not in container(job)
+    assert "prometheus.io/scrape" not in job["spec"]["template"]["metadata"]["annotations"]
+
+
+def test_the_specs_variables_win_over_the_operators() -> None:
+    template = {"env": [{"name": "LIFELONG_METRICS_PORT", "value": "9999"}]}
+    job = make_job(training={"template": template})
+    body = builders.batch_job(job, BODY, StartStage(Stage.SEARCH, "digits-search"), CONFIG)
+    values = [
+        e.get("value") for e in container(body)["env"] if e["name"] == "LIFELONG_METRICS_PORT"
+    ]
+    assert values[-1] == "9999"  # the last of two equal names is the one a container gets
+
+
+def test_a_service_differs_only_in_what_the_spec_decides() -> None:
+    desired = builders.service(make_job(), BODY)
+    current = {
+        "metadata": {"resourceVersion": "7"},
+        "spec": {
+            "clusterIP": "10.0.0.9",
+            "selector": dict(desired["spec"]["selector"]),
+            "ports": [{"name": "http", "port": 8080, "targetPort": "http", "protocol": "TCP"}],
+        },
+    }
+    assert not builders.service_differs(current, desired)
+
+    moved = builders.service(make_job(serving={"port": 9000}), BODY)
+    assert builders.service_differs(current, moved)
+    replaced = builders.converged_service(current, moved)
+    assert replaced["spec"]["ports"][0]["port"] == 9000
+    assert replaced["spec"]["clusterIP"] == "10.0.0.9"
+    assert replaced["metadata"]["resourceVersion"] == "7"
+    assert replaced["metadata"]["ownerReferences"][0]["uid"] == "1234"

@@ -114,10 +114,10 @@ calls that need it; tests/deploy/test_rbac.py holds the same table. */}}
 - apiGroups: [apps]
   resources: [deployments]
   verbs: [get, list, watch, create, update]
-# The serving Service is created once; an existing one answers 409, which is fine.
+# The serving Service is read, created, and replaced when the spec's serving port changes.
 - apiGroups: [""]
   resources: [services]
-  verbs: [create]
+  verbs: [get, create, update]
 # The job manifest the stages read is a ConfigMap, replaced when the spec changes.
 - apiGroups: [""]
   resources: [configmaps]
@@ -135,7 +135,8 @@ object per watched namespace. */}}
 {{- end }}
 
 {{/* Leader election: every replica watches the peering objects and patches its keep-alive into
-the release's own one. */}}
+the release's own one; the operator's periodic pass lists the release's one to stand by as Kopf
+does. */}}
 {{- define "lifelong.peeringRules" -}}
 {{- if include "lifelong.leaderElection" . }}
 # Leader election: Kopf watches the peering objects and writes its keep-alives into its own.
