@@ -15,6 +15,7 @@ With leader election, Kopf stops the watches of a replica that stands by; the lo
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections import defaultdict
@@ -68,7 +69,7 @@ class Operator:
         """The reconciler and the leadership check, made on first use (they need the cluster)."""
         if self.reconciler is None or self.leadership is None:
             kube = Kube()
-            self.reconciler = Reconciler(kube, self.config, post_event)
+            self.reconciler = Reconciler(kube, self.config, functools.partial(post_event, kube))
             self.leadership = Leadership(kube, self.config)
         return self.reconciler, self.leadership
 
@@ -165,10 +166,19 @@ class Operator:
 OPERATOR = Operator()
 
 
-def post_event(body: Body, event: Event) -> None:
-    """Post a Kubernetes event about the job (best effort, through Kopf's event poster)."""
-    raw: Any = body
-    kopf.event(kopf.Body(raw), type=event.type, reason=event.reason, message=event.message[:1024])
+def post_event(kube: Kube, body: Body, event: Event) -> None:
+    """Post a Kubernetes event about the job, best effort: a failure is logged, never raised.
+
+    Not through Kopf's `kopf.event`: it works only inside Kopf's own handlers, and most passes run
+    in the operator's periodic loop (a trigger firing, a canary step), where it raised and so
+    failed the whole pass, again on every pass.
+    """
+    try:
+        kube.create_event(body, event.type, event.reason, event.message[:1024])
+    except KubeError as error:
+        JobLogger(logger, body["metadata"]["namespace"], body["metadata"]["name"]).warning(
+            "Could not post the event %s (%s); carrying on.", event.reason, error
+        )
 
 
 @kopf.on.startup()

@@ -8,6 +8,7 @@ won; the object is gone); every other API error is `KubeError` and the reconcile
 from __future__ import annotations
 
 import logging
+from datetime import UTC, datetime
 from typing import Any
 
 import kubernetes
@@ -23,6 +24,8 @@ VERSIONS = "modelversions"
 PEERING_GROUP, PEERING_VERSION = "kopf.dev", "v1"
 PEERINGS = "kopfpeerings"
 CLUSTER_PEERINGS = "clusterkopfpeerings"
+EVENT_SOURCE = "lifelong-operator"
+"""The component that events name as their source (`kubectl describe` shows it as From)."""
 
 
 class KubeError(RuntimeError):
@@ -241,6 +244,36 @@ class Kube:
             self._call(
                 what, self.core.replace_namespaced_config_map, meta["name"], meta["namespace"], body
             )
+
+    def create_event(self, job: Body, type: str, reason: str, message: str) -> None:
+        """Post a core/v1 event about a job, as `kubectl describe` and `kubectl events` show."""
+        meta = job["metadata"]
+        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        body = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"namespace": meta["namespace"], "generateName": f"{meta['name']}."},
+            "involvedObject": {
+                "apiVersion": job["apiVersion"],
+                "kind": job["kind"],
+                "name": meta["name"],
+                "namespace": meta["namespace"],
+                "uid": meta["uid"],
+            },
+            "type": type,
+            "reason": reason,
+            "message": message,
+            "source": {"component": EVENT_SOURCE},
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "count": 1,
+        }
+        self._call(
+            f"event {reason} on {meta['namespace']}/{meta['name']}",
+            self.core.create_namespaced_event,
+            meta["namespace"],
+            body,
+        )
 
     # --- leader election -----------------------------------------------------------------
 
