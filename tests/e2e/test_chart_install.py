@@ -278,8 +278,9 @@ def install(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Itera
         rendered = render(namespace, watched, storage, prometheus.url)
         (folder / "rendered.yaml").write_text(rendered)
         cluster.kubectl("apply", "-f", "-", input=rendered)
+        names = {d["kind"]: d["metadata"]["name"] for d in yaml.safe_load_all(rendered) if d}
         cluster.kubectl(
-            "wait", "--for=condition=Available", f"deployment/{RELEASE}",
+            "wait", "--for=condition=Available", f"deployment/{names['Deployment']}",
             "-n", namespace, "--timeout=180s", timeout=200,
         )  # fmt: skip
 
@@ -288,19 +289,22 @@ def install(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Itera
         manifest.parent.mkdir()
         manifest.write_text(job_manifest(watched))
         cluster.kubectl("apply", "-f", manifest)
-        yield Install(cluster, namespace, watched, elsewhere, RELEASE, prometheus, manifest)
+        account = names["ServiceAccount"]
+        yield Install(cluster, namespace, watched, elsewhere, account, prometheus, manifest)
     finally:
         prometheus.close()
         for name in namespaces:
             cluster.delete_namespace(name)
-        # Let the pods end before their store goes, so that none writes into a removed folder.
-        cluster.wait_for(
-            lambda: not any(cluster.core.list_namespaced_pod(n).items for n in namespaces),
-            timeout=90,
-            interval=1,
-            message="the install's pods to end",
-        )
-        shutil.rmtree(storage, ignore_errors=True)
+        try:
+            # Let the pods end before their store goes, so that none writes into a removed folder.
+            cluster.wait_for(
+                lambda: not any(cluster.core.list_namespaced_pod(n).items for n in namespaces),
+                timeout=90,
+                interval=1,
+                message="the install's pods to end",
+            )
+        finally:
+            shutil.rmtree(storage, ignore_errors=True)
 
 
 @pytest.fixture(autouse=True)
