@@ -40,6 +40,7 @@ import pytest
 import yaml
 from cluster import Cluster
 from podspecs import python_pod
+from processes import die_with_parent
 
 from lifelong.api import GROUP, VERSION
 from lifelong.prometheus import query
@@ -99,6 +100,7 @@ class Prometheus:
                  f"--storage.tsdb.path={self.folder / 'data'}",
                  f"--web.listen-address={self.url.removeprefix('http://')}"],
                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                preexec_fn=die_with_parent,  # noqa: PLW1509 (a killed test run leaves no server)
             )  # fmt: skip
         deadline = time.monotonic() + 60
         while not self._ready():
