@@ -28,6 +28,7 @@ class Reason(StrEnum):
     TRIGGER_SUPPRESSED = "TriggerSuppressed"
     TRIGGERS_UNAVAILABLE = "TriggersUnavailable"
     TRIGGERS_HEALTHY = "TriggersHealthy"
+    TRIGGERS_WAITING = "TriggersWaiting"
     UPDATE_STARTED = "UpdateStarted"
     UPDATE_FAILED = "UpdateFailed"
     VERSION_CREATED = "VersionCreated"

@@ -406,7 +406,10 @@ def _observe_triggers(s: _Step, *, may_fire: bool) -> str | None:
         if reading is not None and reading.firing is not None:
             memory = latch.observe(memory, reading.firing, s.now)
         settled = None if s.status.active_update else from_rfc3339(s.status.last_update_end_time)
-        if latch.ready(memory, s.now, settled):
+        # Only a fresh reading can fire: a trigger that could not be evaluated now (Prometheus
+        # unreachable, no serving pod) keeps its latch but never fires from an old reading.
+        fresh = reading is not None and reading.firing is True
+        if fresh and latch.ready(memory, s.now, settled):
             ready.append(trigger.name)
         states.append(
             TriggerState(
@@ -456,12 +459,22 @@ def _trigger_health(s: _Step) -> None:
     errors = [f"{r.name}: {r.error}" for r in s.obs.triggers if r.error]
     if s.obs.triggers_error:
         errors.insert(0, s.obs.triggers_error)
+    evaluated = {r.name for r in s.obs.triggers if r.firing is not None}
+    waiting = [t.name for t in s.spec.lifelong.triggers if t.name not in evaluated]
     if errors:
         s.condition(
             "TriggersHealthy",
             False,
             Reason.TRIGGERS_UNAVAILABLE,
             "Triggers cannot be evaluated, so no update fires: " + "; ".join(errors),
+        )
+    elif waiting:
+        s.condition(
+            "TriggersHealthy",
+            None,
+            Reason.TRIGGERS_WAITING,
+            f"Triggers {', '.join(waiting)} have no reading yet (no serving pod answers, or "
+            "their window holds no sample).",
         )
     else:
         s.condition(

@@ -394,3 +394,23 @@ def test_observations_are_not_mutated() -> None:
     obs = Observations(now=T0)
     step(make_job(), obs)
     assert obs == replace(obs)
+
+
+def test_a_trigger_never_fires_from_a_stale_reading() -> None:
+    world = World(make_job(cooldown="0s"))
+    world.to_serving()
+    world.step(triggers=[TriggerReading("drop", True, 0.5)], recent_samples=5)  # too few
+    world.now += 100
+    transition = world.step(
+        triggers_error="Prometheus at http://p:9090 is unreachable", recent_samples=50
+    )
+    assert transition.of(StartStage) == []
+
+
+def test_triggers_without_a_reading_are_waiting_not_healthy() -> None:
+    world = World(make_job())
+    world.to_serving()
+    world.step(triggers=[])
+    assert world.condition("TriggersHealthy") == "Unknown"
+    world.step(triggers=[TriggerReading("drop", False, 0.95)])
+    assert world.condition("TriggersHealthy") == "True"
