@@ -30,6 +30,7 @@ from lifelong.trainers.prepared import Prepared, prepare
 from lifelong.trainers.progress import StageMetrics
 from lifelong.trainers.space import param_space, relevant
 from lifelong.trainers.store import Store, now_rfc3339
+from lifelong.trainers.tuning import Outcome, tune_trials
 
 log = logging.getLogger(__name__)
 
@@ -71,49 +72,20 @@ def run(job: AutoDLJob, store: Store, args: argparse.Namespace | None = None) ->
     snapshot = prepared.save(store)
     plan = make_plan(job, prepared)
     ledger = Ledger(store)
-    run_number = ledger.runs + 1
-    spent = ledger.seconds
+    run_number, spent, earlier = ledger.runs + 1, ledger.seconds, len(ledger.records)
+    ledger.save_progress(run_number, spent)
     metrics = StageMetrics(job.metadata.name, "search")
-    earlier = len(ledger.records)
-
     try:
-        ledger.save_progress(run_number, spent)
-        remaining = plan.budget.trials - earlier
-        left = plan.budget.timeout_seconds - spent
-        if earlier:
-            log.info(
-                "Resuming the search: %d of %d trials finished in %d earlier run(s).",
-                earlier,
-                plan.budget.trials,
-                run_number - 1,
-            )
-        trained: list[str] = []
-        overhead: dict[str, float] = {}
-        if remaining > 0 and left > 1.0:
-            from lifelong.trainers.tuning import tune_trials
+        outcome = _trials(plan, prepared, ledger, metrics, run_number=run_number, began=began)
 
-            outcome = tune_trials(
-                plan,
-                prepared,
-                ledger,
-                metrics,
-                run=run_number,
-                trials=remaining,
-                started=began,
-                deadline=began + left,
-            )
-            trained, overhead = outcome.trained, outcome.overhead
-        elif remaining > 0:
-            log.warning("The wall-time budget of %s is spent; no more trials.", plan.budget.timeout)
-
+        # The winner comes from every trial logged, this run's and earlier runs'.
         seconds = spent + (time.monotonic() - began)
         ledger.save_progress(run_number, seconds)
-        result = choose(plan, prepared, ledger.records, snapshot)
-        result |= {
+        result = choose(plan, prepared, ledger.records, snapshot) | {
             "runs": run_number,
             "seconds": round(seconds, 3),
-            "resumed": {"earlierTrials": earlier, "trainedNow": len(trained)},
-            "overhead": overhead,
+            "resumed": {"earlierTrials": earlier, "trainedNow": len(outcome.trained)},
+            "overhead": outcome.overhead,
             "written": now_rfc3339(),
         }
         store.write_json(result, "search", "result.json")
@@ -121,6 +93,43 @@ def run(job: AutoDLJob, store: Store, args: argparse.Namespace | None = None) ->
     finally:
         metrics.close()
     return summary(result)
+
+
+def _trials(
+    plan: Plan,
+    prepared: Prepared,
+    ledger: Ledger,
+    metrics: StageMetrics,
+    *,
+    run_number: int,
+    began: float,
+) -> Outcome:
+    """Run the trials that the trial and wall-time budgets still allow."""
+    earlier = len(ledger.records)
+    remaining = plan.budget.trials - earlier
+    left = plan.budget.timeout_seconds - ledger.seconds
+    if earlier:
+        log.info(
+            "Resuming the search: %d of %d trials finished in %d earlier run(s).",
+            earlier,
+            plan.budget.trials,
+            run_number - 1,
+        )
+    if remaining <= 0:
+        return Outcome()
+    if left <= 1.0:
+        log.warning("The wall-time budget of %s is spent; no more trials.", plan.budget.timeout)
+        return Outcome()
+    return tune_trials(
+        plan,
+        prepared,
+        ledger,
+        metrics,
+        run=run_number,
+        trials=remaining,
+        started=began,
+        deadline=began + left,
+    )
 
 
 def make_plan(job: AutoDLJob, prepared: Prepared) -> Plan:

@@ -231,3 +231,13 @@ def _maybe_fail(config: dict[str, Any], setup: TrialSetup) -> None:
     marker.write_text(str(done + 1))
     if done < attempts:
         raise InjectedFaultError(f"injected failure {done + 1} of {attempts} (LIFELONG_FAULTS)")
+
+
+def warm_up() -> None:
+    """Pay a worker's one-off costs before its first trial: torch's lazy imports (an
+    optimiser's first construction imports its compiler), the first forward and backward."""
+    torch.set_num_threads(1)
+    network = build_model({"family": "mlp", "depth": 1, "width": 8}, 4, 2)
+    optimizer = make_optimizer({"optimizer": "adam"}, network.parameters())
+    task_loss(True)(network, torch.zeros(2, 4), torch.zeros(2, dtype=torch.long)).backward()  # type: ignore[no-untyped-call]
+    optimizer.step()

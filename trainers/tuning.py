@@ -4,6 +4,8 @@ What keeps the fixed cost of a trial small on small problems:
 
 - Ray starts lean (`cluster.ray_session`) and Tune's per-trial loggers are off (`knobs`);
 - trial actors are reused (`reuse_actors`), so a worker imports torch once, not per trial;
+- Ray's workers pay torch's one-off costs as they start, before they are given a trial
+  (`trial.warm_up`);
 - the prepared arrays go into the object store once, and each worker turns them into tensors on
   its first trial and keeps them (`trial.tensors`);
 - trials save checkpoints only when the strategy clones them (PBT);
@@ -68,7 +70,8 @@ def tune_trials(
     `started` is when the stage started and `deadline` when its wall-time budget ends (both of
     `time.monotonic`); Ray's start counts against the budget."""
     budget = plan.budget
-    with ray_session(plan.address, local_cpus(budget.parallelism)) as ray_start:
+    cpus = local_cpus(budget.parallelism)
+    with ray_session(plan.address, cpus, warm_up=f"{run_trial.__module__}.warm_up") as ray_start:
         import ray
         from ray import tune
 
