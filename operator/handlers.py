@@ -51,6 +51,8 @@ class Known:
     phase: str | None = None
     due: float = 0.0
     """When the loop reconciles it next (seconds since the epoch)."""
+    written: str | None = None
+    """The resourceVersion of the last status this operator wrote."""
 
 
 class Operator:
@@ -102,6 +104,7 @@ class Operator:
         metrics.RECONCILES.labels(outcome="ok").inc()
         known = self.jobs.setdefault(key, Known())
         known.phase = outcome.phase
+        known.written = outcome.written or known.written
         resync = time.time() + self.config.resync_interval
         known.due = resync if outcome.wake is None else min(outcome.wake, resync)
         metrics.count_phases(k.phase for k in self.jobs.values())
@@ -209,12 +212,17 @@ async def stop(**_: Any) -> None:
 
 
 @kopf.on.event(GROUP, VERSION, "autodljobs")
-async def job_changed(type: str, namespace: str | None, name: str, **_: Any) -> None:
+async def job_changed(
+    type: str, namespace: str | None, name: str, meta: kopf.Meta, **_: Any
+) -> None:
     if namespace is None:
         return
     if type == "DELETED":
         OPERATOR.forget(namespace, name)
         return
+    known = OPERATOR.jobs.get((namespace, name))
+    if known is not None and known.written == meta.get("resourceVersion"):
+        return  # the echo of this operator's own status write
     OPERATOR.know(namespace, name)
     await OPERATOR.reconcile(namespace, name)
 

@@ -13,6 +13,7 @@ import logging
 import math
 import time
 from collections import defaultdict, deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -164,13 +165,39 @@ def _port(pod: Body) -> int | None:
 # --- the whole picture -----------------------------------------------------------------------
 
 
+def _pool() -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(max_workers=8, thread_name_prefix="observe")
+
+
 @dataclass
 class Observer:
-    """Builds a job's observations from the cluster, Prometheus and the serving pods."""
+    """Builds a job's observations from the cluster, Prometheus and the serving pods.
+
+    Independent reads go out at once through `pool`. A stage run that ended never changes, so
+    how it ended is kept (by the Job's uid) instead of reading its pods on every pass."""
 
     kube: Kube
     config: OperatorConfig
     memory: MetricsMemory = field(default_factory=MetricsMemory)
+    pool: ThreadPoolExecutor = field(default_factory=_pool)
+    ended: dict[tuple[str, str], dict[str, StageRun]] = field(default_factory=dict)
+
+    def forget(self, namespace: str, name: str) -> None:
+        """Drop what is kept about a job that is gone."""
+        self.memory.forget(namespace, name)
+        self.ended.pop((namespace, name), None)
+
+    def runs(self, namespace: str, name: str) -> dict[str, StageRun]:
+        """The job's stage runs by name, from its batch Jobs."""
+        kept = self.ended.setdefault((namespace, name), {})
+        runs = {}
+        for job in self.kube.list_batch_jobs(namespace, name):
+            uid = job["metadata"].get("uid", "")
+            run = kept.get(uid) or stage_run(self.kube, namespace, job)
+            if run.state in ("succeeded", "failed") and uid:
+                kept[uid] = run
+            runs[job["metadata"]["name"]] = run
+        return runs
 
     def prometheus_url(self, job: AutoDLJob) -> str | None:
         return job.spec.lifelong.prometheus.url or self.config.prometheus_url
@@ -178,15 +205,13 @@ class Observer:
     def observe(self, job: AutoDLJob, body: Body) -> Observations:
         namespace = body["metadata"]["namespace"]
         name = job.metadata.name
-        runs = {
-            j["metadata"]["name"]: stage_run(self.kube, namespace, j)
-            for j in self.kube.list_batch_jobs(namespace, name)
-        }
-        versions = {
-            v["metadata"]["name"]: dict(v.get("spec") or {})
-            for v in self.kube.list_versions(namespace, name)
-        }
+        listed_runs = self.pool.submit(self.runs, namespace, name)
+        listed_versions = self.pool.submit(self.kube.list_versions, namespace, name)
         ready = self._serving_ready(namespace, job)
+        runs = listed_runs.result()
+        versions = {
+            v["metadata"]["name"]: dict(v.get("spec") or {}) for v in listed_versions.result()
+        }
         triggers: list[TriggerReading] = []
         triggers_error: str | None = None
         canary: CanaryReading | None = None

@@ -52,6 +52,9 @@ class Outcome:
     wake: float | None = None
     """When the job must be reconciled again even if nothing about it changes (seconds since
     the epoch); None when only a change of the job or its children matters."""
+    written: str | None = None
+    """The job's resourceVersion after the status was written: the watch event that echoes
+    this write brings nothing new."""
 
 
 def wake_time(status: AutoDLJobStatus, now: float, interval: float) -> float | None:
@@ -91,13 +94,16 @@ class Reconciler:
         self.config = config
         self.observer = Observer(kube, config)
         self.post_event = post_event
+        self.manifests: dict[tuple[str, str], tuple[str, float]] = {}
+        """The spec hash of each job's ConfigMap as last applied, and when."""
 
     def reconcile(self, namespace: str, name: str) -> Outcome | None:
         """Reconcile one job now; None when it no longer exists or is being deleted."""
         try:
             body = self.kube.get_job(namespace, name)
         except NotFoundError:
-            self.observer.memory.forget(namespace, name)
+            self.observer.forget(namespace, name)
+            self.manifests.pop((namespace, name), None)
             return None
         if body["metadata"].get("deletionTimestamp"):
             return None
@@ -107,22 +113,44 @@ class Reconciler:
         except ValidationError as error:
             return self._invalid(body, error, log)
 
-        self.kube.apply_config_map(builders.spec_config_map(job, body))
+        # The stages' manifest and the observations are independent reads and writes: at once.
+        manifest = self.observer.pool.submit(self._apply_manifest, job, body)
         observations = self.observer.observe(job, body)
+        manifest.result()
         transition = step(job, observations)
         for action in transition.actions:
-            self._apply(job, body, action, log)
-        written = self._write_status(body, transition.status.to_wire(), log)
+            if not isinstance(action, Event):
+                self._apply(job, body, action, log)
         wake = wake_time(transition.status, observations.now, self.config.interval)
-        return Outcome(transition.status.phase, len(transition.actions), written, wake)
+        phase, count = transition.status.phase, len(transition.actions)
+
+        # Announce the decisions once they are recorded: when another writer changed the job
+        # meanwhile, the next pass decides again from its state and announces that instead.
+        try:
+            written = self._write_status(body, transition.status.to_wire())
+        except ConflictError:
+            log.debug("The job changed while reconciling; the next pass starts from the new state.")
+            return Outcome(phase, count, False, wake, None)
+        for event in transition.events:
+            self.post_event(body, event)
+        return Outcome(phase, count, written is not None, wake, written)
+
+    def _apply_manifest(self, job: AutoDLJob, body: Body) -> None:
+        """Bring the job's ConfigMap to its spec; skipped while the spec is the one last
+        applied, checked again every resync interval."""
+        key = (body["metadata"]["namespace"], job.metadata.name)
+        digest = f"{body['metadata'].get('uid')}/{builders.spec_hash(job)}"
+        applied, when = self.manifests.get(key, ("", 0.0))
+        if applied == digest and time.time() - when < self.config.resync_interval:
+            return
+        self.kube.apply_config_map(builders.spec_config_map(job, body))
+        self.manifests[key] = (digest, time.time())
 
     # --- actions -------------------------------------------------------------------------
 
     def _apply(self, job: AutoDLJob, body: Body, action: Action, log: JobLogger) -> None:
         namespace = body["metadata"]["namespace"]
-        if isinstance(action, Event):
-            self.post_event(body, action)
-        elif isinstance(action, StartStage):
+        if isinstance(action, StartStage):
             try:
                 self.kube.create_batch_job(builders.batch_job(job, body, action, self.config))
                 log.info("Created the %s Job %s.", action.stage.value, action.name)
@@ -221,15 +249,14 @@ class Reconciler:
 
     # --- status --------------------------------------------------------------------------
 
-    def _write_status(self, body: Body, status: dict[str, Any], log: JobLogger) -> bool:
+    def _write_status(self, body: Body, status: dict[str, Any]) -> str | None:
+        """Replace the status if it changed; return the job's new resourceVersion. Raises
+        `ConflictError` when the job changed since `body` was read."""
         if (body.get("status") or {}) == status:
-            return False
-        try:
-            self.kube.replace_job_status({**body, "status": status})
-        except ConflictError:
-            log.debug("The job changed while reconciling; the next pass starts from the new state.")
-            return False
-        return True
+            return None
+        replaced = self.kube.replace_job_status({**body, "status": status})
+        version: str = replaced["metadata"]["resourceVersion"]
+        return version
 
     def _invalid(self, body: Body, error: ValidationError, log: JobLogger) -> Outcome:
         """A spec the CRD let through but the models refuse: say so in a Stalled condition."""
@@ -247,11 +274,15 @@ class Reconciler:
             {"type": "Ready", "status": "False", "reason": reason, "message": status["message"],
              "lastTransitionTime": now, "observedGeneration": generation},
         ]  # fmt: skip
-        written = self._write_status(body, status, log)
+        try:
+            written = self._write_status(body, status)
+        except ConflictError:
+            log.debug("The job changed while reconciling; the next pass reads it again.")
+            return Outcome("Failed", 0, False)
         if written:
             log.warning("%s", status["message"])
             self.post_event(body, Event("Warning", reason, status["message"]))
-        return Outcome("Failed", 0, written)
+        return Outcome("Failed", 0, written is not None, None, written)
 
 
 def _container(deployment: Body) -> Body:
