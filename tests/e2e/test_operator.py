@@ -246,6 +246,7 @@ def test_a_job_whose_data_does_not_exist_stalls_with_a_reason_and_a_warning(
     found = cluster.wait_for(
         stalled, timeout=240, interval=2, message=f"the job never stalled:\n{operator.tail()}"
     )
+    assert found is not None
     assert "/nonexistent/data.csv" in found["message"]
     assert found["reason"] == "InvalidSpec"
     warnings = cluster.core.list_namespaced_event(
