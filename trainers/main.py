@@ -112,6 +112,8 @@ def main(args: argparse.Namespace) -> int:
         level=os.environ.get("LIFELONG_LOG_LEVEL", "INFO"),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    # One line per HTTP request (the serve stage's replay makes several a second) is noise.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     result_path = getattr(args, "result", None)
     try:
         job = load_job(args.job)

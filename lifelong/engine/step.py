@@ -145,6 +145,8 @@ class _Step:
 def step(job: AutoDLJob, obs: Observations, retry: Retry = DEFAULT_RETRY) -> Transition:
     """Compute the job's next status and the actions that bring the world towards its spec."""
     s = _Step(job, obs, retry)
+    if s.status.phase != "Failed":
+        s.status.message = None  # each step says afresh what the job is doing
     generation_changed = (s.status.observed_generation or 0) < obs.generation
     if s.status.phase == "Failed" and generation_changed:
         _restart_after_edit(s)

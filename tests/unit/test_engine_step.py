@@ -163,6 +163,7 @@ def test_a_job_goes_from_search_through_training_to_serving() -> None:
     status = world.job.status
     assert status.phase == "Serving"
     assert status.serving_version == "digits-v1" and status.score == 0.97
+    assert status.message == "digits-v1 serves."
     assert world.states == {"digits-v1": "Serving"}
     assert world.serving == Serve("digits-v1", replicas=1)
     world.step()
