@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
@@ -45,15 +45,6 @@ class LoopConfig:
 
     progress: tuple[str, ...]
     """The progress file's path in the store."""
-
-
-@dataclass
-class Outcome:
-    """A finished training: final weights, last metrics, and where it started from."""
-
-    state: dict[str, torch.Tensor]
-    metrics: dict[str, float] = field(default_factory=dict)
-    resumed_from: int = 0
 
 
 def train_loop(settings: dict[str, Any]) -> None:
@@ -166,9 +157,3 @@ def load_state(checkpoint: Any) -> dict[str, Any]:
 def _write_progress(loop: LoopConfig, metrics: dict[str, Any]) -> None:
     plain = {k: float(v) for k, v in metrics.items() if isinstance(v, int | float)}
     Store(loop.store).write_json({**plain, "epochs": loop.epochs}, *loop.progress)
-
-
-def fresh_network(loop: LoopConfig, inputs: int) -> Network:
-    """The configured network, untrained, on the CPU (for loading the final weights)."""
-    outputs = len(loop.task["classes"]) if loop.task.get("classes") is not None else 1
-    return build_model(loop.config, inputs, outputs, loop.image_shape)
