@@ -1,4 +1,4 @@
-"""The smallest useful Kopf operator, the baseline of `bench/operator.py`: on the creation of a
+"""The smallest useful Kopf operator, the baseline of `bench/operator_scale.py`: on the creation of a
 `Widget` (group `bench.lifelong.dev`), it creates one batch Job owned by it. Kopf's defaults
 otherwise: change handlers, which record progress in annotations and add a finalizer.
 

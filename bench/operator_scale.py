@@ -16,7 +16,7 @@ objects created at once (until all 200 have their Job), the operator's resident 
 it holds 1,000 objects with their Jobs, and its CPU time. The phases alternate which operator
 goes first.
 
-Run: `python bench/operator.py` (2 to 4 minutes on two cores, with the load).
+Run: `python bench/operator_scale.py` (2 to 4 minutes on two cores, with the load).
 """
 
 from __future__ import annotations
