@@ -603,7 +603,13 @@ def test_a_promql_trigger_fires_an_update_through_prometheus_and_it_is_promoted(
     assert version["status"]["gate"]["decision"] == "promote"
     job = install.job()
     assert job["status"]["lastTrigger"] == "drop"
-    assert condition(job, "TriggersHealthy")["status"] == "True"
+    # The rollout leaves a moment with no serving pod to read (TriggersHealthy is Unknown then);
+    # once the new version serves, Prometheus answers again.
+    install.until(
+        lambda: condition(install.job(), "TriggersHealthy").get("status") == "True",
+        "TriggersHealthy=True after the rollout",
+        timeout=120,
+    )
     fired = [e.message for e in install.events() if e.reason == "TriggerFired"]
     assert len(fired) == 1 and "Trigger drop fired" in fired[0], fired
     assert "CandidatePromoted" in {e.reason for e in install.events()}
