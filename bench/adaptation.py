@@ -22,9 +22,9 @@ from lifelong.api import AutoDLJob
 from lifelong.trainers.bundle import ModelBundle
 from lifelong.trainers.data import Record, build_streams, infer_task, load_table, make_preprocessor
 from lifelong.trainers.fit import make_optimizer, task_loss, train_epoch
+from lifelong.trainers.knobs import Settings
 from lifelong.trainers.models import build_model
 from lifelong.trainers.serving import open_state, training_rows
-from lifelong.trainers.settings import Settings
 from lifelong.trainers.store import Store
 
 LABEL_DELAY = 3

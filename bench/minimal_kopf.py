@@ -1,5 +1,5 @@
-"""The smallest useful Kopf operator, the baseline of `bench/operator_scale.py`: on the creation of a
-`Widget` (group `bench.lifelong.dev`), it creates one batch Job owned by it. Kopf's defaults
+"""The smallest useful Kopf operator, the baseline of `bench/operator_scale.py`: on the creation
+of a `Widget` (group `bench.lifelong.dev`), it creates one batch Job owned by it. Kopf's defaults
 otherwise: change handlers, which record progress in annotations and add a finalizer.
 
 Run by the benchmark as `kopf run bench/minimal_kopf.py --standalone --namespace NS`.

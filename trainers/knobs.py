@@ -1,14 +1,17 @@
-"""Environment knobs of the search and train stages, in one place, each with what it controls.
+"""Environment knobs of the stages, in one place, each with what it controls.
 
 User settings live in the `AutoDLJob`; these knobs are for operators of the machinery (ports,
-scratch space, Ray's own switches) and for tests (fault injection). `ray_environment` is applied
-once, before Ray starts, so Ray's processes and workers inherit the same settings.
+scratch space, request limits, Ray's own switches) and for tests (fault injection).
+`ray_environment` is applied once, before Ray starts, so Ray's processes and workers inherit the
+same settings. The serve and update stages read theirs through `Settings.from_env()`, so that a
+test can build its own without touching the environment.
 """
 
 from __future__ import annotations
 
 import os
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 METRICS_PORT = "LIFELONG_METRICS_PORT"
@@ -113,3 +116,55 @@ def faults() -> tuple[int, int]:
         part.split("=", 1) for part in os.environ.get(FAULTS, "").split(",") if "=" in part
     )
     return int(settings.get("attempts", 0)), max(1, int(settings.get("every", 1)))
+
+
+# --- the serve and update stages ------------------------------------------------------------
+
+
+def _float(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return float(raw)
+    except ValueError as error:
+        raise ValueError(f"${name} must be a number, got {raw!r}") from error
+
+
+def _int(name: str, default: int) -> int:
+    return int(_float(name, default))
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Operational limits of the serve stage."""
+
+    host: str = "127.0.0.1"
+    """`POD_IP`: the address the serve stage binds when `--host` is not given."""
+
+    state_interval_s: float = 15.0
+    """`LIFELONG_STATE_INTERVAL`: seconds between saves of the serving state to the store."""
+
+    max_batch: int = 4096
+    """`LIFELONG_MAX_BATCH`: most instances (or labels) in one request; more is refused (413)."""
+
+    max_pending: int = 100_000
+    """`LIFELONG_MAX_PENDING`: predictions kept waiting for their label; the oldest go first."""
+
+    max_body_bytes: int = 32 * 1024 * 1024
+    """`LIFELONG_MAX_BODY_BYTES`: largest request body the serve stage reads."""
+
+    threads: int = 1
+    """`LIFELONG_TORCH_THREADS`: torch's intra-op threads in the serve and update stages."""
+
+    @classmethod
+    def from_env(cls) -> Settings:
+        defaults = cls()
+        return cls(
+            host=os.environ.get("POD_IP") or defaults.host,
+            state_interval_s=_float("LIFELONG_STATE_INTERVAL", defaults.state_interval_s),
+            max_batch=_int("LIFELONG_MAX_BATCH", defaults.max_batch),
+            max_pending=_int("LIFELONG_MAX_PENDING", defaults.max_pending),
+            max_body_bytes=_int("LIFELONG_MAX_BODY_BYTES", defaults.max_body_bytes),
+            threads=_int("LIFELONG_TORCH_THREADS", defaults.threads),
+        )

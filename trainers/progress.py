@@ -23,7 +23,7 @@ from lifelong.api.metrics import (
     MetricName,
 )
 from lifelong.trainers import knobs
-from lifelong.trainers.settings import Settings
+from lifelong.trainers.knobs import Settings
 
 log = logging.getLogger(__name__)
 

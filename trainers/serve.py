@@ -39,8 +39,8 @@ from lifelong.api import AutoDLJob
 from lifelong.api import metrics as m
 from lifelong.trainers.data import DataError, build_streams, infer_task, load_table
 from lifelong.trainers.exporter import CONTENT_TYPE
+from lifelong.trainers.knobs import Settings
 from lifelong.trainers.serving import RequestError, ServingState, open_state
-from lifelong.trainers.settings import Settings
 from lifelong.trainers.store import Store
 from lifelong.trainers.stream import ServeClient, StreamDriver
 

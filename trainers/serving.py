@@ -41,6 +41,7 @@ from lifelong.trainers.bundle import ModelBundle
 from lifelong.trainers.data import build_streams, infer_task, load_table, split
 from lifelong.trainers.detectors import Detector, make_detectors
 from lifelong.trainers.exporter import Exporter
+from lifelong.trainers.knobs import Settings
 from lifelong.trainers.memory import (
     STATE_DIR,
     Example,
@@ -50,7 +51,6 @@ from lifelong.trainers.memory import (
     examples_of,
 )
 from lifelong.trainers.online import FeatureMonitor, HeadAdapter, Prequential
-from lifelong.trainers.settings import Settings
 from lifelong.trainers.store import Store
 
 log = logging.getLogger(__name__)

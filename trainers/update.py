@@ -30,9 +30,9 @@ from lifelong.api import AutoDLJob, DataSnapshot, ModelVersionSpec, UpdateSpec
 from lifelong.trainers.bundle import ModelBundle
 from lifelong.trainers.data import DataError, frame_digest
 from lifelong.trainers.fit import better, latency_ms
+from lifelong.trainers.knobs import Settings
 from lifelong.trainers.memory import Memories, frame_of
 from lifelong.trainers.models import parameter_count
-from lifelong.trainers.settings import Settings
 from lifelong.trainers.store import Store, now_rfc3339
 from lifelong.trainers.strategies import Training, UpdateData, make_strategy
 

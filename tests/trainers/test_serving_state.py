@@ -12,9 +12,9 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from lifelong.trainers.data import Record, build_streams, infer_task, load_table
+from lifelong.trainers.knobs import Settings
 from lifelong.trainers.serve import make_app
 from lifelong.trainers.serving import RequestError, ServingState, open_state, route
-from lifelong.trainers.settings import Settings
 from tests.trainers.helpers import (
     Workspace,
     clone_workspace,

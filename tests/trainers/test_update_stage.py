@@ -23,8 +23,8 @@ from lifelong.api import AutoDLJob, ModelVersionSpec
 from lifelong.trainers import update
 from lifelong.trainers.bundle import ModelBundle
 from lifelong.trainers.data import Record, build_streams, infer_task, load_table
+from lifelong.trainers.knobs import Settings
 from lifelong.trainers.serving import open_state
-from lifelong.trainers.settings import Settings
 from tests.trainers.helpers import Workspace, digits_spec, make_workspace
 
 pytestmark = pytest.mark.integration
