@@ -1,19 +1,13 @@
 """The operator end to end on the real control plane: stages become pods that run as processes,
 versions appear, the job turns Ready, a trigger starts an update and a second version serves.
 
-The operator runs as a local process with an admin kubeconfig here; `tests/e2e/test_chart.py`
-runs it in the cluster under the chart's own service account.
+The operator runs as a local process with an admin kubeconfig here;
+`tests/e2e/test_chart_install.py` runs it in the cluster under the chart's own service account.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import signal
-import subprocess
-import sys
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,88 +16,49 @@ import pytest
 import yaml
 from cluster import Cluster
 
+from tests.e2e.operators import OperatorProcess, apply_crds, storage_folder
+
 pytestmark = pytest.mark.e2e
 
 ROOT = Path(__file__).resolve().parents[2]
 GROUP, VERSION = "lifelong.dev", "v1alpha1"
 
 
-class Operator:
-    """`lifelong operator` as a process, restartable."""
-
-    def __init__(self, cluster: Cluster, storage: Path, log: Path) -> None:
-        self.cluster = cluster
-        self.storage = storage
-        self.log = log
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        env = {
-            **os.environ,
-            "KUBECONFIG": str(self.cluster.kubeconfig),
-            "LIFELONG_IMAGE": "lifelong:dev",
-            "LIFELONG_STORAGE_URI": f"file://{self.storage}",
-            "LIFELONG_RECONCILE_INTERVAL": "2",
-            "LIFELONG_METRICS_PORT": "0",
-            "LIFELONG_HEALTH_PORT": "0",
-            "LIFELONG_LOG_LEVEL": "INFO",
-            "PYTHONUNBUFFERED": "1",
-        }
-        with self.log.open("ab") as sink:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "lifelong.cli", "operator"],
-                stdout=sink, stderr=subprocess.STDOUT, env=env, cwd=ROOT,
-                start_new_session=True,
-            )  # fmt: skip
-
-    def stop(self, kill: bool = False) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        os.killpg(self.process.pid, signal.SIGKILL if kill else signal.SIGTERM)
-        try:
-            self.process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait()
-
-    def tail(self, lines: int = 60) -> str:
-        if not self.log.exists():
-            return ""
-        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
-
-
 @pytest.fixture(scope="module")
 def crds(cluster: Cluster) -> None:
-    cluster.kubectl("apply", "--server-side", "-f", str(ROOT / "crds"))
-    cluster.kubectl(
-        "wait",
-        "--for=condition=Established",
-        "--timeout=60s",
-        "crd/autodljobs.lifelong.dev",
-        "crd/modelversions.lifelong.dev",
+    apply_crds(cluster)
+
+
+@pytest.fixture
+def operator(cluster: Cluster, crds: None, tmp_path: Path) -> Iterator[OperatorProcess]:
+    with storage_folder() as storage:
+        running = OperatorProcess(
+            cluster, storage, tmp_path / "operator.log", LIFELONG_RECONCILE_INTERVAL="2"
+        )
+        running.start()
+        try:
+            yield running
+        finally:
+            running.stop()
+            print(f"--- operator log ---\n{running.tail(200)}")
+            stop_serving(cluster)
+
+
+def stop_serving(cluster: Cluster) -> None:
+    """Stop every serving pod and wait for it: each saves its state into the store as it stops,
+    so the store may only go once they are gone."""
+    selector = "lifelong.dev/stage=serve"
+    for deployment in cluster.apps.list_deployment_for_all_namespaces(
+        label_selector=selector
+    ).items:
+        cluster.apps.delete_namespaced_deployment(
+            deployment.metadata.name, deployment.metadata.namespace
+        )
+    cluster.wait_for(
+        lambda: not cluster.core.list_pod_for_all_namespaces(label_selector=selector).items,
+        timeout=90,
+        message="the serving pods did not stop",
     )
-
-
-@pytest.fixture
-def storage() -> Iterator[Path]:
-    """The artifact store shared by the stage pods: a host folder outside /tmp, because every
-    pod gets its own private /tmp (an emptyDir), as in a real cluster."""
-    folder = Path(tempfile.mkdtemp(prefix="lifelong-e2e-", dir="/var/tmp"))
-    try:
-        yield folder
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
-
-
-@pytest.fixture
-def operator(cluster: Cluster, crds: None, storage: Path, tmp_path: Path) -> Iterator[Operator]:
-    running = Operator(cluster, storage, tmp_path / "operator.log")
-    running.start()
-    try:
-        yield running
-    finally:
-        running.stop()
-        print(f"--- operator log ---\n{running.tail(200)}")
 
 
 def get_job(cluster: Cluster, namespace: str, name: str) -> dict[str, Any]:
@@ -139,7 +94,7 @@ def small_job(namespace: str, **changes: Any) -> str:
 
 
 def test_a_job_searches_trains_serves_and_promotes_an_update(
-    cluster: Cluster, namespace: str, operator: Operator
+    cluster: Cluster, namespace: str, operator: OperatorProcess
 ) -> None:
     name = "digits-small"
     cluster.kubectl("apply", "-n", namespace, "-f", "-", input=small_job(namespace))
@@ -233,7 +188,7 @@ def _event_reasons(cluster: Cluster, namespace: str, name: str) -> set[str]:
 
 
 def test_a_job_whose_data_does_not_exist_stalls_with_a_reason_and_a_warning(
-    cluster: Cluster, namespace: str, operator: Operator
+    cluster: Cluster, namespace: str, operator: OperatorProcess
 ) -> None:
     data = {"train": {"uri": "file:///nonexistent/data.csv"}}
     manifest = small_job(namespace, data=data).replace("digits-small", "missing-data")
