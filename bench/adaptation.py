@@ -20,7 +20,7 @@ import torch
 
 from lifelong.api import AutoDLJob
 from lifelong.trainers.bundle import ModelBundle
-from lifelong.trainers.data import Record, build_streams, infer_task, load_table, make_preprocessor
+from lifelong.trainers.data import Record, infer_task, load_table, make_preprocessor, stream_records
 from lifelong.trainers.fit import make_optimizer, task_loss, train_epoch
 from lifelong.trainers.knobs import Settings
 from lifelong.trainers.models import build_model
@@ -78,9 +78,7 @@ def first_version(spec: AutoDLJob, store: Store) -> str:
 
 
 def records(spec: AutoDLJob) -> list[Record]:
-    table = load_table(spec.spec.data.train)
-    task = infer_task(table, spec.spec.task)
-    return list(build_streams(spec.spec.data, table, task).records(task.target))
+    return list(stream_records(spec.spec.data, spec.spec.task))
 
 
 def replay(spec: AutoDLJob, store: Store, version: str, stream: list[Record]) -> list[float]:

@@ -424,3 +424,13 @@ def _class_incremental(
         phases.append(_shuffled(pd.concat(mixed), rng))
     features = [str(c) for c in train.columns if c != target]
     return Streams(first, phases, [], features)
+
+
+def stream_records(data: DataSpec, task_spec: TaskSpec) -> Iterator[Record]:
+    """The live stream's records in order, as `spec.data.stream` describes them (up to its
+    `limit`): what the serve stage replays and what `lifelong run` feeds."""
+    if data.stream is None:
+        return iter(())
+    table = load_table(data.train)
+    task = infer_task(table, task_spec)
+    return build_streams(data, table, task).records(task.target, data.stream.limit)

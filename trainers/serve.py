@@ -37,7 +37,7 @@ from aiohttp import web
 
 from lifelong.api import AutoDLJob
 from lifelong.api import metrics as m
-from lifelong.trainers.data import DataError, build_streams, infer_task, load_table
+from lifelong.trainers.data import DataError, stream_records
 from lifelong.trainers.exporter import CONTENT_TYPE
 from lifelong.trainers.knobs import Settings
 from lifelong.trainers.serving import RequestError, ServingState, open_state
@@ -155,9 +155,7 @@ def _feed(state: ServingState, job: AutoDLJob, url: str, stop: threading.Event) 
     stream = job.spec.data.stream
     if stream is None:
         raise DataError("--replay needs spec.data.stream; the job declares no stream")
-    table = load_table(job.spec.data.train)
-    task = infer_task(table, job.spec.task)
-    records = build_streams(job.spec.data, table, task).records(task.target, stream.limit)
+    records = stream_records(job.spec.data, job.spec.task)
     for _ in range(state.stream_position):
         next(records, None)
     counter = state.exporter.series(m.STREAM_RECORDS)

@@ -138,6 +138,12 @@ class _Step:
             replicas=self.spec.serving.replicas,
         )
 
+    def keep_serving(self) -> None:
+        """Ask for the serving state the status describes (a no-op when nothing serves yet)."""
+        serve = self.serve_action()
+        if serve is not None:
+            self.act(serve)
+
     def version_spec(self, name: str) -> dict[str, Any]:
         return self.obs.versions.get(name, {})
 
@@ -227,9 +233,7 @@ def _serving(s: _Step) -> None:
 
 
 def _updating(s: _Step) -> None:
-    serve = s.serve_action()
-    if serve is not None:
-        s.act(serve)
+    s.keep_serving()
     _observe_triggers(s, may_fire=False)
     if s.status.canary_version is not None:
         _canary(s, s.status.canary_version)
@@ -274,9 +278,7 @@ def _updating(s: _Step) -> None:
 
 def _failed(s: _Step) -> None:
     """A stalled job waits for its spec to change; serving, if any, keeps going."""
-    serve = s.serve_action()
-    if serve is not None:
-        s.act(serve)
+    s.keep_serving()
 
 
 _PHASES: dict[str, Callable[[_Step], None]] = {
@@ -538,9 +540,7 @@ def _judge_candidate(s: _Step, candidate: str, result: dict[str, Any]) -> None:
             f"{steps[0]}% of traffic as a canary. {verdict.reason}",
             decision=True,
         )
-        serve = s.serve_action()
-        if serve is not None:
-            s.act(serve)
+        s.keep_serving()
         return
     _promote(s, candidate, verdict.reason, verdict)
 
@@ -593,9 +593,7 @@ def _canary(s: _Step, candidate: str) -> None:
             f"Canary {candidate} advanced to {weight}%: {why}.",
             decision=True,
         )
-        serve = s.serve_action()
-        if serve is not None:
-            s.act(serve)
+        s.keep_serving()
         return
     _end_canary(s)
     _promote(s, candidate, f"Promoted after its canary: {why}.", None)
@@ -607,9 +605,7 @@ def _end_canary(s: _Step) -> None:
     s.status.canary_step = None
     s.status.canary_step_start = None
     s.status.phase = "Serving"
-    serve = s.serve_action()
-    if serve is not None:
-        s.act(serve)
+    s.keep_serving()
 
 
 def _promote(s: _Step, candidate: str, message: str, verdict: GateVerdict | None) -> None:
@@ -625,9 +621,7 @@ def _promote(s: _Step, candidate: str, message: str, verdict: GateVerdict | None
         f"Candidate {candidate} promoted and now serves in place of {previous}. {message}",
         decision=True,
     )
-    serve = s.serve_action()
-    if serve is not None:
-        s.act(serve)
+    s.keep_serving()
 
 
 def _set_serving(s: _Step, version: str, spec: dict[str, Any]) -> None:

@@ -44,7 +44,7 @@ from lifelong.prometheus import PrometheusError, query
 from lifelong.runner.console import Console
 from lifelong.runner.feed import Feed, Scrape, scrape
 from lifelong.runner.processes import ServeProcess, Workspace, run_stage
-from lifelong.trainers.data import Record, build_streams, infer_task, load_table
+from lifelong.trainers.data import Record, stream_records
 from lifelong.trainers.stream import ServeError
 
 log = logging.getLogger(__name__)
@@ -132,13 +132,7 @@ class LocalRunner:
     # --- setup ---------------------------------------------------------------------------
 
     def _records(self) -> list[Record]:
-        stream = self.job.spec.data.stream
-        if stream is None:
-            return []
-        table = load_table(self.job.spec.data.train)
-        task = infer_task(table, self.job.spec.task)
-        streams = build_streams(self.job.spec.data, table, task)
-        records = list(streams.records(task.target, stream.limit))
+        records = list(stream_records(self.job.spec.data, self.job.spec.task))
         if self.state.starts > 1:
             # Records predicted just before an interruption may still await their label in the
             # serve stage; a resumed run asks again under fresh ids rather than reuse those.

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from lifelong.trainers.data import Record, build_streams, infer_task, load_table
+from lifelong.trainers.data import Record, stream_records
 from lifelong.trainers.stream import ServeClient, StreamDriver, drive, read_status
 from tests.trainers.helpers import (
     ServeProcess,
@@ -35,10 +35,7 @@ def base(tmp_path_factory: pytest.TempPathFactory) -> Workspace:
 
 @pytest.fixture(scope="module")
 def records(base: Workspace) -> list[Record]:
-    job = base.job
-    table = load_table(job.spec.data.train)
-    task = infer_task(table, job.spec.task)
-    return list(build_streams(job.spec.data, table, task).records(task.target))
+    return list(stream_records(base.job.spec.data, base.job.spec.task))
 
 
 @pytest.fixture

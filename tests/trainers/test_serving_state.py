@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from lifelong.trainers.data import Record, build_streams, infer_task, load_table
+from lifelong.trainers.data import Record, stream_records
 from lifelong.trainers.knobs import Settings
 from lifelong.trainers.serve import make_app
 from lifelong.trainers.serving import RequestError, ServingState, open_state, route
@@ -33,10 +33,7 @@ def base(tmp_path_factory: pytest.TempPathFactory) -> Workspace:
 
 @pytest.fixture(scope="module")
 def records(base: Workspace) -> list[Record]:
-    job = base.job
-    table = load_table(job.spec.data.train)
-    task = infer_task(table, job.spec.task)
-    return list(build_streams(job.spec.data, table, task).records(task.target))
+    return list(stream_records(base.job.spec.data, base.job.spec.task))
 
 
 @pytest.fixture
