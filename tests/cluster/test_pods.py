@@ -389,3 +389,32 @@ def test_kubectl_logs_follows_a_running_container_until_it_ends(
     followed = cluster.kubectl("logs", "--follow", "-n", namespace, "ticker", timeout=30)
 
     assert followed.stdout == "tick 0\ntick 1\ntick 2\n"
+
+
+def test_a_volume_over_the_checkout_does_not_hide_the_lifelong_image(
+    cluster: Cluster, namespace: str
+) -> None:
+    # The `lifelong` image is the project's checkout and environment on this machine. A volume
+    # mounted above them (as an emptyDir at /tmp hides a checkout under /tmp) must leave them in
+    # view, as an image's files would be.
+    root = Path(__file__).resolve().parents[2]
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "image"},
+        "spec": {
+            "restartPolicy": "Never",
+            "volumes": [{"name": "scratch", "emptyDir": {}}],
+            "containers": [{
+                "name": "main",
+                "image": "lifelong:dev",
+                "args": ["validate", str(root / "examples" / "digits.yaml")],
+                "volumeMounts": [{"name": "scratch", "mountPath": str(root.parent)}],
+            }],
+        },
+    }  # fmt: skip
+    cluster.apply(pod, namespace)
+    cluster.wait_for_pod(namespace, "image", timeout=90)
+    status = cluster.core.read_namespaced_pod("image", namespace).status
+    assert status.phase == "Succeeded", cluster.pod_log(namespace, "image")
+    assert "ok: AutoDLJob digits" in cluster.pod_log(namespace, "image")

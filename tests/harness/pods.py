@@ -20,6 +20,7 @@ import json
 import logging
 import os
 import signal
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,6 +51,24 @@ def now() -> str:
 def pod_directory(root: Path, pod: JSON) -> Path:
     meta = pod["metadata"]
     return root / "pods" / f"{meta['namespace']}_{meta['name']}_{meta['uid']}"
+
+
+def image_mounts(mounts: list[JSON], venv_bin: Path) -> list[JSON]:
+    """Keep the "image" visible under the container's volumes.
+
+    A container here runs the project from the host's files: its checkout (with its virtual
+    environment) and the Python installation that environment is made from. In a real pod those
+    would be the image's own files, which a volume at `/tmp` or `/opt` never hides; so when a
+    volume is mounted above one of them (a checkout under /tmp, say), it is bound back, read-only,
+    at its own path.
+    """
+    image = {str(Path(__file__).resolve().parents[2]), str(venv_bin.parent), sys.base_prefix}
+    targets = [m["target"].rstrip("/") or "/" for m in mounts]
+    hidden = sorted(
+        path for path in image
+        if any(path == t or path.startswith(t.rstrip("/") + "/") for t in targets)
+    )  # fmt: skip
+    return [{"source": path, "target": path, "readOnly": True} for path in hidden]
 
 
 @dataclass
@@ -235,6 +254,7 @@ class Container:
         termination_log.write_bytes(b"")
         start_error.unlink(missing_ok=True)
         mounts = [*self._volume_mounts(), *self.worker.pod_mounts()]
+        mounts += image_mounts(mounts, self.worker.node.venv_bin)
         message_path = self.spec.get("terminationMessagePath") or "/dev/termination-log"
         mounts.append({"source": str(termination_log), "target": message_path})
         launch = {
