@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -14,7 +15,18 @@ from lifelong.runner.local import LocalRunner, _online_metric
 from lifelong.runner.report import summarize, write_report
 
 
+def stop_on_signals() -> None:
+    """Make Ctrl-C and SIGTERM stop the run cleanly, so that a re-run continues from there.
+
+    Set explicitly because a shell that starts `lifelong run` in the background hands it SIGINT
+    ignored, and Python then never raises KeyboardInterrupt.
+    """
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+
+
 def main(args: argparse.Namespace) -> int:
+    stop_on_signals()
     logging.basicConfig(level=os.environ.get("LIFELONG_LOG_LEVEL", "WARNING"))
     try:
         job = load_job(args.job)
