@@ -25,6 +25,7 @@ import copy
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -40,7 +41,13 @@ from lifelong.trainers.strategies import Training, UpdateData, make_strategy
 SEEDS = (0, 1, 2)
 MEMORY = 200
 """Rows in the replay memory (the spec's `memorySize`)."""
-CONFIG = {"family": "mlp", "depth": 2, "width": 256, "learning_rate": 1e-3, "weight_decay": 1e-5}
+CONFIG: dict[str, Any] = {
+    "family": "mlp",
+    "depth": 2,
+    "width": 256,
+    "learning_rate": 1e-3,
+    "weight_decay": 1e-5,
+}
 EPOCHS = 20
 EWC_LAMBDA = 10_000.0
 LWF_ALPHA = 1.0

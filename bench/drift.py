@@ -19,8 +19,9 @@ Run: `python bench/drift.py` (about a minute).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from river import tree
@@ -45,7 +46,7 @@ class Case:
     changes: list[int]
 
 
-def chain(streams: list[object], positions: list[int], width: int, seed: int) -> object:
+def chain(streams: Sequence[Any], positions: list[int], width: int, seed: int) -> Any:
     """Concepts one after another (nested ConceptDriftStreams). Each position counts from the
     start of its own stream, which begins at the previous change: see `nested_positions`."""
     current = streams[-1]
@@ -66,17 +67,17 @@ def synthetic_cases() -> list[Case]:
     def stagger() -> Stream:
         concepts = [synth.STAGGER(classification_function=f, seed=7) for f in (0, 1, 2)]
         stream = chain(concepts, nested_positions([2000, 4000]), width=20, seed=7)
-        return stream.take(6000)  # type: ignore[attr-defined, no-any-return]
+        return stream.take(6000)  # type: ignore[no-any-return]
 
     def sea() -> Stream:
         concepts = [synth.SEA(variant=v, noise=0.1, seed=7) for v in (0, 1, 2, 3)]
         stream = chain(concepts, nested_positions([2500, 5000, 7500]), width=20, seed=7)
-        return stream.take(10000)  # type: ignore[attr-defined, no-any-return]
+        return stream.take(10000)  # type: ignore[no-any-return]
 
     def agrawal() -> Stream:
         concepts = [synth.Agrawal(classification_function=f, seed=7) for f in (0, 2, 4)]
         stream = chain(concepts, nested_positions([3000, 6000]), width=500, seed=7)
-        return stream.take(9000)  # type: ignore[attr-defined, no-any-return]
+        return stream.take(9000)  # type: ignore[no-any-return]
 
     def stationary() -> Stream:
         return synth.SEA(variant=0, noise=0.1, seed=7).take(10000)  # type: ignore[no-any-return]
@@ -107,7 +108,7 @@ def rainfall(reversed_at: list[int]) -> tuple[list[dict[str, float]], list[int]]
 
 def errors(stream: Stream) -> list[float]:
     """Prequential 0/1 errors of an online Hoeffding tree."""
-    model = tree.HoeffdingTreeClassifier(grace_period=100)
+    model: Any = tree.HoeffdingTreeClassifier(grace_period=100)
     out = []
     for x, y in stream:
         out.append(0.0 if model.predict_one(x) == y else 1.0)

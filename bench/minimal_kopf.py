@@ -22,11 +22,11 @@ def login(**kwargs: Any) -> Any:
 
 @kopf.on.startup()
 def load_client(memo: kopf.Memo, **_: Any) -> None:
-    kubernetes.config.load_kube_config()
+    kubernetes.config.load_kube_config()  # type: ignore[no-untyped-call]
     memo.batch = kubernetes.client.BatchV1Api()
 
 
-@kopf.on.create(GROUP, VERSION, PLURAL)
+@kopf.on.create(GROUP, VERSION, PLURAL)  # type: ignore[arg-type]
 def create_job(name: str, namespace: str, uid: str, memo: kopf.Memo, **_: Any) -> None:
     owner = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "Widget", "name": name, "uid": uid,
              "controller": True, "blockOwnerDeletion": True}  # fmt: skip

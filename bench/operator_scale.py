@@ -137,7 +137,8 @@ class Contender:
         """Note when each child Job is first seen, from a watch on the namespace's Jobs."""
         batch = kubernetes.client.BatchV1Api(client)
         while not stop.is_set():
-            stream = kubernetes.watch.Watch().stream(
+            watch = kubernetes.watch.Watch()  # type: ignore[no-untyped-call]
+            stream = watch.stream(  # type: ignore[no-untyped-call]
                 batch.list_namespaced_job, self.namespace, timeout_seconds=30
             )
             try:
@@ -272,7 +273,9 @@ def main() -> None:
         racers = contenders(cluster.kubeconfig)
         logs = Path(tempfile.mkdtemp(prefix="lifelong-bench-logs-", dir="/var/tmp"))
         stop = threading.Event()
-        watcher = kubernetes.config.new_client_from_config(config_file=str(cluster.kubeconfig))
+        watcher = kubernetes.config.new_client_from_config(  # type: ignore[no-untyped-call]
+            config_file=str(cluster.kubeconfig)
+        )
         for racer in racers:
             racer.namespace = cluster.create_namespace(racer.name.split()[0])
             racer.start(logs / f"{racer.namespace}.log")

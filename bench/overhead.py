@@ -170,7 +170,7 @@ def plain(early_stopping: bool, folder: Path) -> dict[str, float]:
     grid = tuner.fit()
     wall = time.perf_counter() - began
     ray.shutdown()
-    results = [r.metrics or {} for r in grid]
+    results = [grid[i].metrics or {} for i in range(len(grid))]
     return {
         "ray": started,
         "wall": wall,
