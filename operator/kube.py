@@ -130,6 +130,15 @@ class Kube:
 
     # --- children ------------------------------------------------------------------------
 
+    def suspend_batch_job(self, namespace: str, name: str, suspend: bool) -> Body:
+        return self._call(
+            f"job {namespace}/{name}",
+            self.batch.patch_namespaced_job,
+            name,
+            namespace,
+            {"spec": {"suspend": suspend}},
+        )
+
     def list_batch_jobs(self, namespace: str, job: str) -> list[Body]:
         answer = self._call(
             f"jobs of {namespace}/{job}",

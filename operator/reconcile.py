@@ -20,6 +20,7 @@ from lifelong.engine import names
 from lifelong.engine.model import (
     Action,
     Event,
+    PauseStages,
     RecordVersion,
     Serve,
     SetVersionState,
@@ -160,6 +161,8 @@ class Reconciler:
             self._serve(job, body, action, None, log)
         elif isinstance(action, StopServing):
             self._stop_serving(job, body, log)
+        elif isinstance(action, PauseStages):
+            self._pause_stages(job, body, action.paused, log)
         elif isinstance(action, RecordVersion):
             self._record_version(job, body, action, log)
         elif isinstance(action, SetVersionState):
@@ -234,6 +237,24 @@ class Reconciler:
         except NotFoundError:
             return
         self._serve(job, body, serve, 0, log)
+
+    def _pause_stages(self, job: AutoDLJob, body: Body, paused: bool, log: JobLogger) -> None:
+        """Suspend (or unsuspend) the job's unfinished stage Jobs: Kubernetes stops a suspended
+        Job's pods and starts them again when it is unsuspended."""
+        namespace = body["metadata"]["namespace"]
+        for batch in self.kube.list_batch_jobs(namespace, job.metadata.name):
+            name = batch["metadata"]["name"]
+            finished = any(
+                c.get("type") in ("Complete", "Failed") and c.get("status") == "True"
+                for c in (batch.get("status") or {}).get("conditions") or []
+            )
+            if finished or bool((batch.get("spec") or {}).get("suspend")) == paused:
+                continue
+            try:
+                self.kube.suspend_batch_job(namespace, name, paused)
+                log.info("%s the Job %s.", "Paused" if paused else "Resumed", name)
+            except NotFoundError:
+                log.debug("The Job %s is gone.", name)
 
     def _record_version(
         self, job: AutoDLJob, body: Body, action: RecordVersion, log: JobLogger

@@ -119,6 +119,15 @@ class StopServing:
 
 
 @dataclass(frozen=True)
+class PauseStages:
+    """Pause the stage runs still in progress (suspend), or let them go on (resume). A paused
+    run's pods stop; resumed, it continues from what it saved (the search's ledger, the
+    training's checkpoint)."""
+
+    paused: bool
+
+
+@dataclass(frozen=True)
 class RecordVersion:
     """A new model version exists: record it with its facts and initial state."""
 
@@ -147,7 +156,7 @@ class Event:
     message: str
 
 
-Action = StartStage | Serve | StopServing | RecordVersion | SetVersionState | Event
+Action = StartStage | Serve | StopServing | PauseStages | RecordVersion | SetVersionState | Event
 
 
 @dataclass

@@ -28,6 +28,7 @@ from lifelong.engine.model import (
     CanaryReading,
     Event,
     Observations,
+    PauseStages,
     RecordVersion,
     Serve,
     SetVersionState,
@@ -375,17 +376,19 @@ def _suspend(s: _Step) -> None:
     if s.status.phase != "Suspended":
         s.event(
             Reason.SUSPENDED,
-            "Suspended: no new stage starts and serving scales to zero.",
+            "Suspended: running stages pause, no new stage starts and serving scales to zero.",
             decision=True,
         )
     s.status.phase = "Suspended"
     s.act(StopServing())
+    s.act(PauseStages(paused=True))
 
 
 def _resume(s: _Step) -> None:
     s.status.phase = "Serving" if s.status.serving_version else "Pending"
     if s.status.active_update:
         s.status.phase = "Updating"
+    s.act(PauseStages(paused=False))
     s.event(Reason.RESUMED, f"Resumed in phase {s.status.phase}.", decision=True)
 
 

@@ -288,6 +288,8 @@ class LocalRunner:
                     busy = True
             elif isinstance(action, StopServing):
                 self.serve.stop()
+            # PauseStages needs nothing here: local stages run in the foreground, so none is
+            # in progress while the engine steps.
         return busy
 
     def _run_stage(self, action: StartStage) -> None:

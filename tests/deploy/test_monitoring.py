@@ -152,7 +152,7 @@ def pod(template: dict[str, Any], name: str, namespace: str, phase: str) -> dict
     }
 
 
-def wait_for(check: Any, timeout: float = 30.0) -> Any:
+def wait_for(check: Any, timeout: float = 90.0) -> Any:
     deadline = time.monotonic() + timeout
     while True:
         value = check()

@@ -29,10 +29,11 @@ NAMESPACED: set[Grant] = {
     ("lifelong.dev", "modelversions", "list"),
     ("lifelong.dev", "modelversions", "create"),
     ("lifelong.dev", "modelversions/status", "patch"),
-    # Stage runs: watched by Kopf, created with deterministic names.
+    # Stage runs: watched by Kopf, created with deterministic names, suspended with the job.
     ("batch", "jobs", "list"),
     ("batch", "jobs", "watch"),
     ("batch", "jobs", "create"),
+    ("batch", "jobs", "patch"),
     # Termination messages of stage pods; the serving pods to scrape.
     ("", "pods", "list"),
     # The serving Deployment: watched, read, created, rolled.

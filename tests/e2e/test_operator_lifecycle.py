@@ -284,7 +284,7 @@ def test_suspending_scales_serving_to_zero_and_resuming_brings_it_back(
     assert {"Suspended", "Resumed"} <= set(reasons(cluster, space, serving))
 
 
-def test_a_job_created_suspended_starts_no_stage_until_resumed(
+def test_a_job_created_suspended_starts_no_stage_until_resumed_and_suspends_its_running_stage(
     cluster: Cluster, space: str, operator: OperatorProcess
 ) -> None:
     name = "paused"
@@ -301,6 +301,18 @@ def test_a_job_created_suspended_starts_no_stage_until_resumed(
         lambda: batch_jobs(cluster, space, name) == [f"{name}-search"],
         timeout=60, interval=1, message=f"the search never started:\n{operator.tail()}",
     )  # fmt: skip
+
+    # Suspended again mid-search, the search Job is suspended with it, and resumed after.
+    def search_suspended() -> bool:
+        return bool(cluster.batch.read_namespaced_job(f"{name}-search", space).spec.suspend)
+
+    patch_spec(cluster, space, name, {"suspend": True})
+    cluster.wait_for(search_suspended, timeout=60, interval=1,
+                     message=f"the search Job was not suspended:\n{operator.tail()}")  # fmt: skip
+    patch_spec(cluster, space, name, {"suspend": False})
+    cluster.wait_for(lambda: not search_suspended(), timeout=60, interval=1,
+                     message=f"the search Job was not resumed:\n{operator.tail()}")  # fmt: skip
+    assert batch_jobs(cluster, space, name) == [f"{name}-search"]
     cluster.custom.delete_namespaced_custom_object(GROUP, VERSION, space, "autodljobs", name)
 
 

@@ -11,6 +11,7 @@ from lifelong.api import AutoDLJob
 from lifelong.engine.model import (
     CanaryReading,
     Observations,
+    PauseStages,
     RecordVersion,
     Serve,
     SetVersionState,
@@ -313,11 +314,13 @@ def test_suspend_stops_serving_and_starts_nothing_until_resumed() -> None:
     )
     suspended = world.fire()
     assert suspended.of(StopServing) and not suspended.of(StartStage)
+    assert suspended.of(PauseStages) == [PauseStages(paused=True)]
     assert world.job.status is not None and world.job.status.phase == "Suspended"
     world.job = world.job.model_copy(
         update={"spec": world.job.spec.model_copy(update={"suspend": False})}
     )
-    world.step()
+    resumed = world.step()
+    assert resumed.of(PauseStages) == [PauseStages(paused=False)]
     assert world.job.status is not None
     assert world.job.status.phase == "Serving" and world.serving is not None
 

@@ -102,10 +102,11 @@ calls that need it; tests/deploy/test_rbac.py holds the same table. */}}
 - apiGroups: [lifelong.dev]
   resources: [modelversions/status]
   verbs: [patch]
-# Stage runs are batch Jobs, watched by Kopf and created with deterministic names.
+# Stage runs are batch Jobs, watched by Kopf, created with deterministic names and suspended
+# with their AutoDLJob.
 - apiGroups: [batch]
   resources: [jobs]
-  verbs: [list, watch, create]
+  verbs: [list, watch, create, patch]
 # Stage pods' termination messages carry results; serving pods are scraped for metrics.
 - apiGroups: [""]
   resources: [pods]
