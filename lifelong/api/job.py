@@ -740,7 +740,8 @@ class AutoDLJobSpec(ApiModel):
     """The artifact store. Default: the operator's setting."""
 
     suspend: bool = False
-    """Pause the job: no new stage starts and serving scales to zero. Default: false."""
+    """Pause the job: running stages are suspended (their pods stop; resumed, they go on from
+    what they saved), no new stage starts and serving scales to zero. Default: false."""
 
 
 # --- status --------------------------------------------------------------------------------
