@@ -503,7 +503,9 @@ class ServingSpec(ApiModel):
     """The online serving stage: predictions, delayed feedback, drift detection, metrics."""
 
     replicas: int = Field(default=1, ge=0, le=1_000)
-    """Serving replicas. Default: 1."""
+    """Serving replicas. Default: 1. Each replica keeps its own online windows and matches
+    feedback only to its own predictions, and the replicas' saved memories are not merged yet
+    (the last to save wins): online learning wants one replica."""
 
     port: int = Field(default=8080, ge=1, le=65_535)
     """HTTP port of the serving API and its `/metrics`. Default: 8080."""
