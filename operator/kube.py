@@ -56,7 +56,8 @@ def load_client() -> ApiClient:
     try:
         kubernetes.config.load_incluster_config(configuration)  # type: ignore[no-untyped-call]
     except kubernetes.config.ConfigException:
-        kubernetes.config.load_kube_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+        load = kubernetes.config.load_kube_config
+        load(client_configuration=configuration)  # type: ignore[no-untyped-call]
     # Passes run in worker threads, each with a few reads at once: keep their connections.
     configuration.connection_pool_maxsize = CONNECTIONS
     return ApiClient(configuration)

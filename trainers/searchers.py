@@ -185,7 +185,8 @@ def replay(scheduler: ASHAScheduler, trial_id: str, history: Sequence[float], me
         if not _finite(value):
             break
         result = {"training_iteration": epoch, metric: value}
-        if scheduler.on_trial_result(None, stand_in, result) == TrialScheduler.STOP:  # type: ignore[arg-type]
+        decision = scheduler.on_trial_result(None, stand_in, result)  # type: ignore[arg-type]
+        if decision == TrialScheduler.STOP:
             break
     scheduler.on_trial_remove(None, stand_in)  # type: ignore[arg-type]
 

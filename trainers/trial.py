@@ -239,5 +239,6 @@ def warm_up() -> None:
     torch.set_num_threads(1)
     network = build_model({"family": "mlp", "depth": 1, "width": 8}, 4, 2)
     optimizer = make_optimizer({"optimizer": "adam"}, network.parameters())
-    task_loss(True)(network, torch.zeros(2, 4), torch.zeros(2, dtype=torch.long)).backward()  # type: ignore[no-untyped-call]
+    loss = task_loss(True)(network, torch.zeros(2, 4), torch.zeros(2, dtype=torch.long))
+    loss.backward()  # type: ignore[no-untyped-call]
     optimizer.step()

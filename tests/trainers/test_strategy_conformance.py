@@ -49,7 +49,8 @@ def _trained_teacher() -> tuple[Network, UpdateData]:
     optimizer = torch.optim.Adam(teacher.parameters(), lr=0.02)
     for _ in range(100):
         optimizer.zero_grad()
-        torch.nn.functional.cross_entropy(teacher(old_x), old_y).backward()  # type: ignore[no-untyped-call]
+        loss = torch.nn.functional.cross_entropy(teacher(old_x), old_y)
+        loss.backward()  # type: ignore[no-untyped-call]
         optimizer.step()
     new_x, new_y = blobs([2], 40, seed=2)
     return teacher, UpdateData(new_x, new_y, old_x, old_y)

@@ -106,9 +106,11 @@ def test_a_namespaced_replica_leads_only_if_it_leads_in_every_namespace(
     )
     mine = {"status": {"me": keepalive(10, 1)}}
     contested = {"status": {"me": keepalive(10, 1), "other": keepalive(20, 1)}}
-    leads = Leadership(Peerings({"a": mine, "b": mine}), config).standing()  # type: ignore[arg-type]
+    agreed: Any = Peerings({"a": mine, "b": mine})  # a stand-in for the API's peering reads
+    leads = Leadership(agreed, config).standing()
     assert leads.leads
-    standing = Leadership(Peerings({"a": mine, "b": contested}), config).standing()  # type: ignore[arg-type]
+    split: Any = Peerings({"a": mine, "b": contested})
+    standing = Leadership(split, config).standing()
     assert not standing.leads and "other (priority 20)" in standing.why
     missing = Leadership(Peerings({"a": mine}), config).standing()  # type: ignore[arg-type]
     assert not missing.leads and "does not exist" in missing.why
