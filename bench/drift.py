@@ -117,13 +117,7 @@ def errors(stream: Stream) -> list[float]:
 
 
 def detections(kind: str, values: list[float]) -> list[int]:
-    detector = make_detector(DetectorSpec(type=kind))  # type: ignore[arg-type]
-    found = []
-    for i, value in enumerate(values):
-        detector.update(value)
-        if detector.drift_detected:
-            found.append(i)
-    return found
+    return make_detector(DetectorSpec(type=kind)).alarms(values)  # type: ignore[arg-type]
 
 
 def score(found: list[int], changes: list[int]) -> tuple[list[int], int, int]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -170,6 +170,15 @@ class Detector:
     def drift_detected(self) -> bool:
         """Whether the last value made the detector signal a drift."""
         return bool(self._detector.drift_detected)
+
+    def alarms(self, values: Iterable[float]) -> list[int]:
+        """Watch every value; return the positions (from 0) at which a drift was signalled."""
+        found = []
+        for i, value in enumerate(values):
+            self.update(value)
+            if self.drift_detected:
+                found.append(i)
+        return found
 
 
 def make_detector(spec: DetectorSpec, *, binary_errors: bool = True, path: str = "") -> Detector:

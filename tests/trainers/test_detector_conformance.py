@@ -42,13 +42,7 @@ def stagger_errors() -> tuple[float, ...]:
 
 
 def detections(spec: DetectorSpec, values: typing.Iterable[float]) -> list[int]:
-    detector = make_detector(spec)
-    found = []
-    for i, value in enumerate(values):
-        detector.update(value)
-        if detector.drift_detected:
-            found.append(i)
-    return found
+    return make_detector(spec).alarms(values)
 
 
 def test_every_detector_type_of_the_spec_has_a_builder() -> None:
