@@ -48,6 +48,8 @@ log = logging.getLogger(__name__)
 
 STATE_KEY = web.AppKey("state", ServingState)
 STORE_KEY = web.AppKey("store", Store)
+STOP_GRACE_S = 5.0
+"""Seconds that in-flight requests, and the replayed stream's feeder, get to finish on SIGTERM."""
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -188,8 +190,12 @@ async def serve(
     job: AutoDLJob | None = None,
     replay: bool = False,
 ) -> None:
-    """Serve until SIGTERM or SIGINT, then save the state."""
-    runner = web.AppRunner(make_app(state, store), access_log=None)
+    """Serve until SIGTERM or SIGINT, then save the state.
+
+    In-flight requests get `STOP_GRACE_S` to finish, so that stopping (and saving) stays well
+    inside a pod's termination grace period even while clients hold connections open.
+    """
+    runner = web.AppRunner(make_app(state, store), access_log=None, shutdown_timeout=STOP_GRACE_S)
     await runner.setup()
     site = web.TCPSite(runner, host, port)
     await site.start()
@@ -214,9 +220,11 @@ async def serve(
         saver.cancel()
         if feeder is not None:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(feeder, timeout=10)
-        await runner.cleanup()
-        state.save(store)
+                await asyncio.wait_for(feeder, timeout=STOP_GRACE_S)
+        try:
+            await runner.cleanup()
+        finally:
+            state.save(store)
 
 
 def run(job: AutoDLJob, store: Store, args: argparse.Namespace) -> None:

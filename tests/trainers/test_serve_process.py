@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import json
 import re
+import socket
 import time
+import urllib.parse
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -13,6 +15,7 @@ from typing import Any
 import pytest
 
 from lifelong.trainers.data import Record, stream_records
+from lifelong.trainers.serve import STOP_GRACE_S
 from lifelong.trainers.stream import ServeClient, StreamDriver, drive, read_status
 from tests.trainers.helpers import (
     ServeProcess,
@@ -178,6 +181,27 @@ def test_a_restart_through_sigterm_keeps_memories_windows_and_pending_labels(
         # The labels that were still on their way before the restart are matched after it.
         client.feedback((r.id, r.label) for r in records[395:400])
     assert second.status()["memory"]["recent"] == 150
+
+
+def test_a_client_stuck_mid_request_does_not_hold_up_a_stop_or_its_save(
+    base: Workspace, records: list[Record], start: Start, tmp_path: Path
+) -> None:
+    work = clone_workspace(base, tmp_path)
+    serving = start(work)
+    with ServeClient(serving.url) as client:
+        StreamDriver(client, records[:60], label_delay=5, batch_size=10).run(flush=False)
+    before = serving.status()
+    address = urllib.parse.urlsplit(serving.url)
+    # A request whose body never finishes arriving: its handler is still running at SIGTERM.
+    with socket.create_connection((address.hostname, address.port), timeout=10) as stuck:
+        head = "POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n{"
+        stuck.sendall(head.encode())
+        time.sleep(0.5)
+        began = time.monotonic()
+        assert serving.stop(timeout=STOP_GRACE_S + 15) == 0
+        stopped = time.monotonic() - began
+    assert stopped < STOP_GRACE_S + 10, f"the stop took {stopped:.1f}s"
+    assert start(work).status() == before  # saved on the way out
 
 
 def test_a_driven_stream_shows_new_digits_as_an_accuracy_drop_and_drift(
