@@ -13,11 +13,17 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
+import subprocess
+import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+import httpx
+import pytest
 import yaml
+from processes import die_with_parent, free_ports
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "prometheus" / "prometheus.yaml"
@@ -126,3 +132,58 @@ def write_targets(config: Mapping[str, Any], targets: Path, pods: Iterable[Pod])
         temporary = path.with_suffix(".tmp")
         temporary.write_text(json.dumps(groups, indent=1))
         temporary.replace(path)  # Prometheus never reads a half-written file
+
+
+class PrometheusServer:
+    """Debian's Prometheus running the shipped configuration with file discovery in
+    `folder/targets` (empty until `write_targets`), scraping every second. Its address is known
+    before `start`, so a job can name a Prometheus that is not up yet."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.url = f"http://127.0.0.1:{free_ports(1)[0]}"
+        self.targets = folder / "targets"
+        self.targets.mkdir()
+        config = with_file_discovery(load_example(), self.targets, scrape_interval="1s")
+        (folder / "prometheus.yaml").write_text(yaml.safe_dump(config))
+        write_targets(load_example(), self.targets, [])
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 60.0) -> None:
+        """Start the server and wait until it answers `/-/ready`."""
+        binary = shutil.which("prometheus")
+        if binary is None:
+            pytest.fail("prometheus is missing: run tools/install-prometheus.sh (make test does)")
+        with (self.folder / "prometheus.log").open("ab") as log:
+            self.process = subprocess.Popen(
+                [binary, f"--config.file={self.folder / 'prometheus.yaml'}",
+                 f"--storage.tsdb.path={self.folder / 'data'}",
+                 f"--web.listen-address={self.url.removeprefix('http://')}"],
+                stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                preexec_fn=die_with_parent,  # noqa: PLW1509 (a killed test run leaves no server)
+            )  # fmt: skip
+        deadline = time.monotonic() + timeout
+        while not self._ready():
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"Prometheus did not start:\n{self.log()}")
+            time.sleep(0.5)
+
+    def _ready(self) -> bool:
+        try:
+            return httpx.get(f"{self.url}/-/ready", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def close(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+    def log(self, lines: int = 30) -> str:
+        path = self.folder / "prometheus.log"
+        text = path.read_text(errors="replace") if path.exists() else ""
+        return "\n".join(text.splitlines()[-lines:])

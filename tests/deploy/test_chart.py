@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from lifelong.api import AutoDLJob
+from lifelong.engine.model import Serve, Stage, StartStage
 from lifelong.operator import builders
 from lifelong.operator.config import OperatorConfig
 from tests.deploy.rendering import (
@@ -247,23 +248,49 @@ def test_a_service_monitor_is_made_only_when_asked_and_scrapes_the_metrics_port(
     assert [p["name"] for p in service["spec"]["ports"]] == ["metrics"]
 
 
-def test_a_pod_monitor_selects_exactly_the_serving_pods_the_operator_builds(
+def selects(selector: dict[str, Any], labels: dict[str, str]) -> bool:
+    """Whether a label selector (matchLabels, and matchExpressions with In) picks `labels`."""
+    exact = all(labels.get(k) == v for k, v in (selector.get("matchLabels") or {}).items())
+    for expression in selector.get("matchExpressions") or []:
+        assert expression["operator"] == "In"
+        exact = exact and labels.get(expression["key"]) in expression["values"]
+    return exact
+
+
+def test_pod_monitors_select_the_serving_and_the_stage_pods_on_the_ports_they_open(
     default: list[Object],
 ) -> None:
     assert "PodMonitor" not in kinds(default)
-    monitor = one(render(**{"metrics.podMonitor.enabled": True}), "PodMonitor")
-    selector = monitor["spec"]["selector"]["matchLabels"]
+    monitors = {
+        m["metadata"]["name"].rsplit("-", 1)[-1]: m
+        for m in of_kind(render(**{"metrics.podMonitor.enabled": True}), "PodMonitor")
+    }
+    assert set(monitors) == {"serving", "stages"}
     job = AutoDLJob.model_validate(
         yaml.safe_load((ROOT / "examples/digits-small.yaml").read_text())
     )
-    for stage in ("serve", "search", "train", "update"):
-        labels = builders.labels(job, stage)
-        selected = all(labels.get(k) == v for k, v in selector.items())
-        assert selected == (stage == "serve"), stage
-    assert monitor["spec"]["podMetricsEndpoints"][0]["port"] == "http"
-    assert monitor["spec"]["namespaceSelector"] == {"any": True}
+    body = {**job.model_dump(by_alias=True, exclude_none=True),
+            "metadata": {"name": job.metadata.name, "namespace": "ml", "uid": "u1"}}  # fmt: skip
+    config = OperatorConfig()
+    serving = builders.deployment(job, body, Serve(f"{job.metadata.name}-v1"), config)
+    pods = {"serve": serving["spec"]["template"]}
+    for kind in (Stage.SEARCH, Stage.TRAIN, Stage.UPDATE):
+        made = builders.batch_job(job, body, StartStage(kind, f"x-{kind.value}"), config)
+        pods[kind.value] = made["spec"]["template"]
+    for stage, pod in pods.items():
+        labels = pod["metadata"]["labels"]
+        ports = {p["name"] for c in pod["spec"]["containers"] for p in c.get("ports", [])}
+        chosen = [n for n, m in monitors.items() if selects(m["spec"]["selector"], labels)]
+        assert chosen == (["serving"] if stage == "serve" else ["stages"]), stage
+        assert monitors[chosen[0]]["spec"]["podMetricsEndpoints"][0]["port"] in ports, stage
+    assert monitors["serving"]["spec"]["namespaceSelector"] == {"any": True}
     watched = render(**{"metrics.podMonitor.enabled": True, "watchNamespaces": ["ml"]})
-    assert one(watched, "PodMonitor")["spec"]["namespaceSelector"] == {"matchNames": ["ml"]}
+    for monitor in of_kind(watched, "PodMonitor"):
+        assert monitor["spec"]["namespaceSelector"] == {"matchNames": ["ml"]}
+    alone = render(**{"metrics.podMonitor.enabled": True, "metrics.podMonitor.stages": False})
+    assert [m["metadata"]["name"] for m in of_kind(alone, "PodMonitor")] == [
+        monitors["serving"]["metadata"]["name"]
+    ]
 
 
 def test_the_prometheus_rule_is_the_shipped_rules_file(default: list[Object]) -> None:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -16,6 +15,7 @@ from typing import Any
 
 import pytest
 import yaml
+from processes import free_ports
 from prometheus_client import CollectorRegistry, Gauge, start_http_server
 
 from lifelong.api import AutoDLJob
@@ -26,7 +26,13 @@ from lifelong.operator import builders
 from lifelong.operator.config import OperatorConfig
 from lifelong.prometheus import query
 from tests.deploy.rendering import CHART, ROOT
-from tests.deploy.scrape import RULES, load_example, with_file_discovery, write_targets
+from tests.deploy.scrape import (
+    RULES,
+    PrometheusServer,
+    load_example,
+    with_file_discovery,
+    write_targets,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -110,37 +116,16 @@ def test_promtool_accepts_the_scrape_configuration(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
 @pytest.fixture
 def prometheus(tmp_path: Path) -> Iterator[tuple[str, Path]]:
-    """A real Prometheus running the shipped configuration with file discovery in `targets/`."""
-    binary = shutil.which("prometheus")
-    if binary is None:
-        pytest.fail("prometheus is missing: run tools/install-prometheus.sh (make test does)")
-    targets = tmp_path / "targets"
-    targets.mkdir()
-    config = with_file_discovery(load_example(), targets, scrape_interval="1s")
-    (tmp_path / "prometheus.yaml").write_text(yaml.safe_dump(config))
-    write_targets(load_example(), targets, [])
-    port = free_port()
-    log = (tmp_path / "prometheus.log").open("w")
-    process = subprocess.Popen(
-        [binary, f"--config.file={tmp_path / 'prometheus.yaml'}",
-         f"--storage.tsdb.path={tmp_path / 'data'}", f"--web.listen-address=127.0.0.1:{port}"],
-        stdout=log, stderr=subprocess.STDOUT,
-    )  # fmt: skip
+    """A real Prometheus running the shipped configuration with file discovery in `targets/`,
+    ready to answer."""
+    server = PrometheusServer(tmp_path)
+    server.start()
     try:
-        yield f"http://127.0.0.1:{port}", targets
+        yield server.url, server.targets
     finally:
-        process.terminate()
-        process.wait(timeout=20)
-        log.close()
+        server.close()
 
 
 def pod(template: dict[str, Any], name: str, namespace: str, phase: str) -> dict[str, Any]:
@@ -165,7 +150,7 @@ def test_prometheus_scrapes_serving_pods_so_a_job_trigger_can_fire(
     prometheus: tuple[str, Path],
 ) -> None:
     url, targets = prometheus
-    namespace, port = "ml", free_port()
+    namespace, port = "ml", free_ports(1)[0]
 
     # A serving pod's metrics, from the operator's own builders; its port is the job's.
     manifest = yaml.safe_load((ROOT / "examples" / "digits-small.yaml").read_text())

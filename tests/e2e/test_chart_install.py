@@ -24,7 +24,6 @@ import copy
 import json
 import shutil
 import socket
-import subprocess
 import tempfile
 import textwrap
 import threading
@@ -40,12 +39,11 @@ import pytest
 import yaml
 from cluster import Cluster
 from podspecs import python_pod
-from processes import die_with_parent
 
 from lifelong.api import GROUP, VERSION
 from lifelong.prometheus import query
 from tests.deploy.rendering import CHART, ROOT, helm
-from tests.deploy.scrape import load_example, with_file_discovery, write_targets
+from tests.deploy.scrape import PrometheusServer, load_example, write_targets
 
 pytestmark = pytest.mark.e2e
 
@@ -76,14 +74,8 @@ class Prometheus:
     the given namespaces (tests/deploy/scrape.py writes the same meta labels)."""
 
     def __init__(self, folder: Path, cluster: Cluster, namespaces: Sequence[str]) -> None:
-        self.folder = folder
-        self.url = f"http://127.0.0.1:{free_port()}"
-        self.targets = folder / "targets"
-        self.targets.mkdir()
-        config = with_file_discovery(load_example(), self.targets, scrape_interval="1s")
-        (folder / "prometheus.yaml").write_text(yaml.safe_dump(config))
-        write_targets(load_example(), self.targets, [])
-        self.process: subprocess.Popen[bytes] | None = None
+        self.server = PrometheusServer(folder)
+        self.url, self.targets = self.server.url, self.server.targets
         self._done = threading.Event()
         self._follower = threading.Thread(
             target=self._follow, args=(cluster, tuple(namespaces)), daemon=True
@@ -91,44 +83,15 @@ class Prometheus:
         self._follower.start()
 
     def start(self) -> None:
-        binary = shutil.which("prometheus")
-        if binary is None:
-            pytest.fail("prometheus is missing: run tools/install-prometheus.sh (make test does)")
-        with (self.folder / "prometheus.log").open("ab") as log:
-            self.process = subprocess.Popen(
-                [binary, f"--config.file={self.folder / 'prometheus.yaml'}",
-                 f"--storage.tsdb.path={self.folder / 'data'}",
-                 f"--web.listen-address={self.url.removeprefix('http://')}"],
-                stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                preexec_fn=die_with_parent,  # noqa: PLW1509 (a killed test run leaves no server)
-            )  # fmt: skip
-        deadline = time.monotonic() + 60
-        while not self._ready():
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"Prometheus did not start:\n{self.log()}")
-            time.sleep(0.5)
-
-    def _ready(self) -> bool:
-        try:
-            return httpx.get(f"{self.url}/-/ready", timeout=2).status_code == 200
-        except httpx.HTTPError:
-            return False
+        self.server.start()
 
     def close(self) -> None:
         self._done.set()
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        self.server.close()
         self._follower.join(timeout=10)
 
     def log(self, lines: int = 30) -> str:
-        path = self.folder / "prometheus.log"
-        text = path.read_text(errors="replace") if path.exists() else ""
-        return "\n".join(text.splitlines()[-lines:])
+        return self.server.log(lines)
 
     def _follow(self, cluster: Cluster, namespaces: tuple[str, ...]) -> None:
         """Rewrite the targets whenever a pod comes, goes, gets its address or changes phase."""
