@@ -29,13 +29,16 @@ RUN case "$VARIANT" in \
     esac
 
 # lifelong/operator and lifelong/trainers are links to operator/ and trainers/: copy all three.
+# The s3 and gcs extras bring fsspec's object-store protocols, for s3:// and gs:// data and
+# artifact stores.
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY lifelong/ lifelong/
 COPY operator/ operator/
 COPY trainers/ trainers/
 RUN /opt/lifelong/bin/pip wheel --no-cache-dir --no-deps --wheel-dir /wheels . \
- && /opt/lifelong/bin/pip install --no-cache-dir /wheels/lifelong-*.whl \
+ && wheel=$(ls /wheels/lifelong-*.whl) \
+ && /opt/lifelong/bin/pip install --no-cache-dir "${wheel}[s3,gcs]" \
  && /opt/lifelong/bin/lifelong --version \
  && /opt/lifelong/bin/python -m pip uninstall --yes pip
 

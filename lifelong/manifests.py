@@ -210,3 +210,28 @@ def load_job(path: str | Path) -> AutoDLJob:
         message = f"expected exactly one AutoDLJob, found {len(jobs)}"
         raise ManifestError([Problem(str(path), 0, "", message)])
     return jobs[0]
+
+
+def check_local_run(path: str | Path, job: AutoDLJob) -> list[Problem]:
+    """What a valid job still needs to run under `lifelong run`, which has no operator.
+
+    In a cluster the operator may supply the Prometheus server that raw PromQL triggers are
+    evaluated on; on one machine only the job can name it.
+    """
+    if job.spec.lifelong.prometheus.url is not None:
+        return []
+    documents = [d for d in load_file(path) if isinstance(d.data, dict)]
+    document = next(d for d in documents if d.data.get("kind") == "AutoDLJob")
+    return [
+        Problem(
+            document.file,
+            document.index,
+            f"spec.lifelong.triggers[{index}].promql",
+            f"trigger {trigger.name!r} is raw PromQL, which needs a Prometheus server, and "
+            "`lifelong run` has no operator to supply one; set spec.lifelong.prometheus.url or "
+            "write the trigger as metric, window, aggregate and a threshold",
+            document.line_of(("spec", "lifelong", "triggers", index, "promql")),
+        )
+        for index, trigger in enumerate(job.spec.lifelong.triggers)
+        if trigger.promql is not None
+    ]

@@ -157,6 +157,12 @@ def load_table(source: DataSource) -> Table:
             data = handle.read()
     except FileNotFoundError as error:
         raise DataError(f"{uri}: the file does not exist") from error
+    except ImportError as error:
+        # fsspec knows the protocol but its package is not installed (s3fs, gcsfs).
+        raise DataError(
+            f"{uri}: this storage protocol needs a package that is not installed ({error}); "
+            "install Lifelong with its s3 or gcs extra, as the image does"
+        ) from error
     except (OSError, ValueError) as error:
         raise DataError(f"{uri}: cannot be read: {error}") from error
     if not data:

@@ -22,6 +22,9 @@ QUANTITY_PATTERN = (
 )
 """A Kubernetes resource quantity such as `500m`, `2`, `1.5` or `2Gi`."""
 
+NON_NEGATIVE_QUANTITY_PATTERN = "^" + QUANTITY_PATTERN.removeprefix(r"^(\+|-)?")
+"""A quantity without a minus sign: what a resource request may be."""
+
 DNS_LABEL_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 """An RFC 1123 label: lower-case letters, digits and dashes, starting and ending alphanumeric."""
 
@@ -97,7 +100,8 @@ def _quantity_text(value: Any) -> Any:
 
 
 def _check_quantity(text: str) -> str:
-    quantity_value(text)
+    if quantity_value(text) < 0:
+        raise ValueError(f"{text!r} is negative; a resource request is zero or more")
     return text
 
 
@@ -122,9 +126,10 @@ Quantity = Annotated[
     WithJsonSchema(
         {
             "anyOf": [{"type": "integer"}, {"type": "string"}],
-            "pattern": QUANTITY_PATTERN,
+            "pattern": NON_NEGATIVE_QUANTITY_PATTERN,
+            "minimum": 0,
             "x-kubernetes-int-or-string": True,
         }
     ),
 ]
-"""A Kubernetes resource quantity, written as a string or a plain number."""
+"""A Kubernetes resource quantity of zero or more, written as a string or a plain number."""

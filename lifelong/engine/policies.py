@@ -14,7 +14,7 @@ Each takes plain numbers and returns a decision with its reason, so each is test
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from lifelong.api import CanarySpec, GateSpec, GateVerdict, TriggerSpec, duration_seconds
 
@@ -123,6 +123,26 @@ class Evaluation:
     candidate_old: float | None
     mode: Literal["max", "min"] = "max"
 
+    @classmethod
+    def of_result(cls, result: dict[str, Any], mode: Literal["max", "min"]) -> Evaluation | None:
+        """Read an update stage's result (its `evaluation` block); None when it holds no score
+        on new data, which the gate then refuses to judge as a pass."""
+        evaluation = result.get("evaluation") or {}
+        serving, candidate = evaluation.get("serving") or {}, evaluation.get("candidate") or {}
+        if serving.get("new") is None or candidate.get("new") is None:
+            return None
+        return cls(
+            serving_new=float(serving["new"]),
+            serving_old=_optional_float(serving.get("old")),
+            candidate_new=float(candidate["new"]),
+            candidate_old=_optional_float(candidate.get("old")),
+            mode=evaluation.get("mode", mode),
+        )
+
+
+def _optional_float(value: Any) -> float | None:
+    return None if value is None else float(value)
+
 
 @dataclass(frozen=True)
 class Gate:
@@ -141,7 +161,17 @@ class Gate:
     def of(cls, spec: GateSpec) -> Gate:
         return cls(min_gain=spec.min_gain, max_forgetting=spec.max_forgetting)
 
-    def judge(self, e: Evaluation) -> GateVerdict:
+    def judge(self, e: Evaluation | None) -> GateVerdict:
+        if e is None:
+            return GateVerdict(
+                decision="reject",
+                gain=0.0,
+                forgetting=0.0,
+                min_gain=self.min_gain,
+                max_forgetting=self.max_forgetting,
+                reason="Rejected: the update reported no evaluation of the candidate and the "
+                "serving model on held-out new data, so the gate has nothing to judge.",
+            )
         if e.mode == "max":
             gain = e.candidate_new - e.serving_new
             forgetting = (

@@ -195,7 +195,9 @@ def _pending(s: _Step) -> None:
 def _searching(s: _Step) -> None:
     def done(run: StageRun) -> None:
         result = run.result or {}
-        s.event(Reason.SEARCH_SUCCEEDED, f"Search finished: {_search_summary(result)}.")
+        summary = f"Search finished: {_search_summary(result)}."
+        s.event(Reason.SEARCH_SUCCEEDED, summary)
+        _stage_condition(s, Stage.SEARCH, True, Reason.SEARCH_SUCCEEDED, summary)
         s.status.phase = "Training"
         _clear_attempts(s, Stage.SEARCH)
         s.event(Reason.TRAINING_STARTED, "Training the search's winner at full fidelity.")
@@ -211,7 +213,9 @@ def _training(s: _Step) -> None:
         spec = dict((run.result or {}).get("version") or {})
         _clear_attempts(s, Stage.TRAIN)
         s.act(RecordVersion(first, spec, "Serving"))
-        s.event(Reason.VERSION_CREATED, f"Model version {first} created: {_score_text(spec)}.")
+        created = f"Model version {first} created: {_score_text(spec)}."
+        s.event(Reason.VERSION_CREATED, created)
+        _stage_condition(s, Stage.TRAIN, True, Reason.TRAINING_SUCCEEDED, created)
         s.status.versions = max(s.status.versions, 1)
         _set_serving(s, first, spec)
         s.status.phase = "Serving"
@@ -255,13 +259,12 @@ def _updating(s: _Step) -> None:
         s.status.active_update = None
         s.status.last_update_end_time = to_rfc3339(s.now)
         s.status.phase = "Serving"
-        s.event(
-            Reason.UPDATE_FAILED,
+        message = (
             f"Update {number} failed and will not be retried: "
-            f"{run.message or 'no reason given'}; {s.status.serving_version} keeps serving.",
-            warning=True,
-            decision=True,
+            f"{run.message or 'no reason given'}; {s.status.serving_version} keeps serving."
         )
+        s.event(Reason.UPDATE_FAILED, message, warning=True, decision=True)
+        _stage_condition(s, Stage.UPDATE, False, Reason.UPDATE_FAILED, message)
 
     run_name = names.run(s.name, "update", s.attempts(Stage.UPDATE), update=number)
     s.status.active_update = run_name
@@ -314,6 +317,7 @@ def _batch(
         return
     if run.state == "running":
         s.status.message = f"The {stage.value} stage is running ({run_name})."
+        _stage_condition(s, stage, None, _STAGE_STARTED[stage], s.status.message)
         return
     if run.state == "absent":
         retry_at = from_rfc3339(s.status.next_attempt_time)
@@ -323,6 +327,7 @@ def _batch(
         s.status.next_attempt_time = None
         s.act(StartStage(stage, run_name, version=version, parent=parent, trigger=trigger))
         s.status.message = f"Started the {stage.value} stage ({run_name})."
+        _stage_condition(s, stage, None, _STAGE_STARTED[stage], s.status.message)
         return
 
     # The run failed: retry under a new name with backoff, or give up.
@@ -334,21 +339,37 @@ def _batch(
             on_give_up(run)
             return
         why = "it cannot succeed as specified" if run.permanent else f"after {failures} attempts"
-        _stall(
-            s,
-            Reason.INVALID_SPEC if run.permanent else Reason.RETRIES_EXHAUSTED,
-            f"The {stage.value} stage failed ({why}): {run.message or 'no reason given'}",
-        )
+        reason = Reason.INVALID_SPEC if run.permanent else Reason.RETRIES_EXHAUSTED
+        message = f"The {stage.value} stage failed ({why}): {run.message or 'no reason given'}"
+        _stall(s, reason, message)
+        _stage_condition(s, stage, False, reason, message)
         return
     delay = s.retry.delay(failures)
     s.status.next_attempt_time = to_rfc3339(s.now + delay)
     why = run.message or "no reason given"
-    s.event(
-        Reason.STAGE_RETRYING,
+    message = (
         f"The {stage.value} stage failed ({why}); attempt {failures + 1} of "
-        f"{s.retry.limit} in {delay:.0f}s.",
-        warning=True,
+        f"{s.retry.limit} in {delay:.0f}s."
     )
+    s.event(Reason.STAGE_RETRYING, message, warning=True)
+    _stage_condition(s, stage, None, Reason.STAGE_RETRYING, message)
+
+
+_STAGE_CONDITIONS = {Stage.SEARCH: "Searched", Stage.TRAIN: "Trained", Stage.UPDATE: "Updated"}
+"""One condition per batch stage: Unknown while it runs, True or False once it has ended. For
+updates it tells the latest one's outcome: promoted, rejected, rolled back or failed."""
+
+_STAGE_STARTED = {
+    Stage.SEARCH: Reason.SEARCH_STARTED,
+    Stage.TRAIN: Reason.TRAINING_STARTED,
+    Stage.UPDATE: Reason.UPDATE_STARTED,
+}
+
+
+def _stage_condition(
+    s: _Step, stage: Stage, value: bool | None, reason: Reason, message: str
+) -> None:
+    s.condition(_STAGE_CONDITIONS[stage], value, reason, message)
 
 
 def _clear_attempts(s: _Step, stage: Stage) -> None:
@@ -514,17 +535,17 @@ def _judge_candidate(s: _Step, candidate: str, result: dict[str, Any]) -> None:
     s.status.last_update_end_time = to_rfc3339(s.now)
     s.event(Reason.VERSION_CREATED, f"Candidate {candidate} created: {_score_text(spec)}.")
 
-    verdict = Gate.of(s.spec.lifelong.gate).judge(_evaluation(result, s.mode))
+    verdict = Gate.of(s.spec.lifelong.gate).judge(Evaluation.of_result(result, s.mode))
     if verdict.decision == "reject":
         s.status.updates.rejected += 1
         s.status.phase = "Serving"
         s.act(SetVersionState(candidate, "Rejected", verdict.reason, gate=verdict))
-        s.event(
-            Reason.CANDIDATE_REJECTED,
+        message = (
             f"Candidate {candidate} rejected by the gate. "
-            f"{verdict.reason} {s.status.serving_version} keeps serving.",
-            decision=True,
+            f"{verdict.reason} {s.status.serving_version} keeps serving."
         )
+        s.event(Reason.CANDIDATE_REJECTED, message, decision=True)
+        _stage_condition(s, Stage.UPDATE, False, Reason.CANDIDATE_REJECTED, message)
         return
     steps = s.spec.lifelong.canary.steps
     if steps:
@@ -537,27 +558,15 @@ def _judge_candidate(s: _Step, candidate: str, result: dict[str, Any]) -> None:
                 candidate, "Canary", verdict.reason, gate=verdict, canary_weight=steps[0]
             )
         )
-        s.event(
-            Reason.CANARY_STARTED,
+        message = (
             f"Candidate {candidate} passed the gate and serves "
-            f"{steps[0]}% of traffic as a canary. {verdict.reason}",
-            decision=True,
+            f"{steps[0]}% of traffic as a canary. {verdict.reason}"
         )
+        s.event(Reason.CANARY_STARTED, message, decision=True)
+        _stage_condition(s, Stage.UPDATE, None, Reason.CANARY_STARTED, message)
         s.keep_serving()
         return
     _promote(s, candidate, verdict.reason, verdict)
-
-
-def _evaluation(result: dict[str, Any], mode: Literal["max", "min"]) -> Evaluation:
-    evaluation = result.get("evaluation") or {}
-    serving, candidate = evaluation.get("serving") or {}, evaluation.get("candidate") or {}
-    return Evaluation(
-        serving_new=float(serving.get("new", 0.0)),
-        serving_old=_float(serving.get("old")),
-        candidate_new=float(candidate.get("new", 0.0)),
-        candidate_old=_float(candidate.get("old")),
-        mode=evaluation.get("mode", mode),
-    )
 
 
 def _canary(s: _Step, candidate: str) -> None:
@@ -572,13 +581,11 @@ def _canary(s: _Step, candidate: str) -> None:
     if move == "rollback":
         s.status.updates.rolled_back += 1
         s.act(SetVersionState(candidate, "RolledBack", f"Rolled back: {why}."))
-        s.event(
-            Reason.CANARY_ROLLED_BACK,
-            f"Canary {candidate} rolled back: {why}; "
-            f"{s.status.serving_version} serves all traffic.",
-            warning=True,
-            decision=True,
+        message = (
+            f"Canary {candidate} rolled back: {why}; {s.status.serving_version} serves all traffic."
         )
+        s.event(Reason.CANARY_ROLLED_BACK, message, warning=True, decision=True)
+        _stage_condition(s, Stage.UPDATE, False, Reason.CANARY_ROLLED_BACK, message)
         _end_canary(s)
         return
     if move == "advance":
@@ -619,11 +626,9 @@ def _promote(s: _Step, candidate: str, message: str, verdict: GateVerdict | None
     s.status.updates.promoted += 1
     s.status.phase = "Serving"
     _set_serving(s, candidate, s.version_spec(candidate))
-    s.event(
-        Reason.CANDIDATE_PROMOTED,
-        f"Candidate {candidate} promoted and now serves in place of {previous}. {message}",
-        decision=True,
-    )
+    promoted = f"Candidate {candidate} promoted and now serves in place of {previous}. {message}"
+    s.event(Reason.CANDIDATE_PROMOTED, promoted, decision=True)
+    _stage_condition(s, Stage.UPDATE, True, Reason.CANDIDATE_PROMOTED, promoted)
     s.keep_serving()
 
 

@@ -64,6 +64,11 @@ class Console:
             f"t={seconds:.0f}s)[/] {_escape(event.message)}"
         )
 
+    def drift(self, position: int, detectors: list[str]) -> None:
+        self.out.print(
+            f"[yellow]◆ Drift[/] [dim](record {position})[/] signalled by {', '.join(detectors)}"
+        )
+
     def progress(
         self, position: int, total: int, value: float | None, metric: str, serving: str | None
     ) -> None:
@@ -94,7 +99,7 @@ class Console:
                 updates.add_column(column)
             for update in summary["updates"]:
                 updates.add_row(
-                    update["candidate"],
+                    update["candidate"] or "-",
                     update["trigger"] or "-",
                     update["decision"],
                     _num(update["gain"]),

@@ -22,8 +22,6 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from lifelong.api import AutoDLJob, AutoDLJobStatus, TriggerSpec
 from lifelong.engine.model import (
     Action,
@@ -78,6 +76,8 @@ class RunState:
     starts: int = 0
     """How many times a run of this folder began; a resumed run's request ids carry it."""
     wall: float = 0.0
+    failed_updates: list[dict[str, Any]] = field(default_factory=list)
+    """Updates whose stage gave up: they made no version, so only this remembers them."""
     timeline: Timeline = field(default_factory=Timeline)
 
     @classmethod
@@ -101,6 +101,7 @@ class LocalRunner:
 
     def __init__(
         self,
+        job: AutoDLJob,
         job_file: Path,
         output: Path,
         *,
@@ -113,9 +114,10 @@ class LocalRunner:
         output.mkdir(parents=True, exist_ok=True)
         self.workspace = Workspace(output.resolve())
         self.console = console or Console()
-        text = job_file.read_text(encoding="utf-8")
-        self.job = AutoDLJob.model_validate(yaml.safe_load(text))
-        self.workspace.job.write_text(text, encoding="utf-8")
+        # The job comes validated by the same loader as `lifelong validate`; the stages read the
+        # file as it was written, so the copy is the user's text, not a re-serialisation.
+        self.job = job
+        self.workspace.job.write_text(job_file.read_text(encoding="utf-8"), encoding="utf-8")
         loaded = RunState.load(output / STATE_FILE)
         self.resumed = loaded is not None
         self.state = loaded or RunState(origin=time.time())
@@ -173,6 +175,7 @@ class LocalRunner:
 
     def _loop(self) -> int:
         while True:
+            before = self.state.status
             transition = step(self._job(), self._observe())
             self.state.status = transition.status.to_wire()
             busy = self._apply(transition.actions)
@@ -191,6 +194,11 @@ class LocalRunner:
                 self._advance()
                 continue
             if phase == "Serving":
+                return 0
+            if self.feed.finished and self.state.status == before:
+                # Nothing is left to move the job on (a canary waiting for traffic, say): the
+                # stream is over, so the run ends here rather than step forever.
+                self.console.note(_stopped_text(transition.status))
                 return 0
 
     def _job(self) -> AutoDLJob:
@@ -317,6 +325,12 @@ class LocalRunner:
             "message": event.message,
         }
         self.state.timeline.events.append(entry)
+        if event.reason == "UpdateFailed":
+            status = self.state.status
+            self.state.failed_updates.append({
+                "trigger": status.get("lastTrigger"), "parent": status.get("servingVersion"),
+                "strategy": self.job.spec.lifelong.update.strategy, "reason": event.message,
+            })  # fmt: skip
         with (self.workspace.root / "events.jsonl").open("a", encoding="utf-8") as sink:
             sink.write(json.dumps(entry) + "\n")
         self.console.event(event, self.feed.position, seconds)
@@ -365,6 +379,9 @@ class LocalRunner:
         previous = self.state.timeline.drifts[-1]["counts"] if self.state.timeline.drifts else {}
         if drifts != previous:
             self.state.timeline.drifts.append({"position": self.feed.position, "counts": drifts})
+            fired = sorted(d for d, count in drifts.items() if count > previous.get(d, 0))
+            if fired and previous:
+                self.console.drift(self.feed.position, fired)
         self.console.progress(self.feed.position, len(self.records), online, metric, serving)
 
     def _save(self) -> None:
@@ -386,3 +403,9 @@ def _serving_text(serve: Serve) -> str:
             f"{serve.canary_weight}% of traffic."
         )
     return f"Serving {serve.version}."
+
+
+def _stopped_text(status: AutoDLJobStatus) -> str:
+    waiting = [c.message for c in status.conditions if c.type == "Reconciling" and c.message]
+    detail = f": {waiting[0]}" if waiting else ""
+    return f"The stream ended while the job was {status.phase}{detail}. Nothing more can happen."

@@ -10,7 +10,7 @@ import signal
 import sys
 from pathlib import Path
 
-from lifelong.manifests import ManifestError, load_job
+from lifelong.manifests import ManifestError, check_local_run, load_job
 from lifelong.runner.local import LocalRunner, _online_metric
 from lifelong.runner.report import summarize, write_report
 
@@ -30,11 +30,14 @@ def main(args: argparse.Namespace) -> int:
     logging.basicConfig(level=os.environ.get("LIFELONG_LOG_LEVEL", "WARNING"))
     try:
         job = load_job(args.job)
+        problems = check_local_run(args.job, job)
+        if problems:
+            raise ManifestError(problems)
     except ManifestError as error:
         print(f"lifelong run: the job manifest is invalid:\n{error}", file=sys.stderr)
         return 2
     output = Path(args.output or Path("runs") / job.metadata.name)
-    runner = LocalRunner(Path(args.job), output, fresh=bool(args.fresh))
+    runner = LocalRunner(job, Path(args.job), output, fresh=bool(args.fresh))
     code = runner.run()
     if code == 130:
         return code

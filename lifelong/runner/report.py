@@ -20,6 +20,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
+from lifelong.api import METRIC_MODES
 from lifelong.engine.names import version_number
 
 MARKERS = {
@@ -62,12 +63,19 @@ def summarize(state: Any, job_name: str, metric: str) -> dict[str, Any]:
                 "parent": spec.get("parent"),
                 "trigger": spec.get("trigger"),
                 "strategy": spec.get("strategy"),
-                "decision": gate.get("decision") or _decision(entry.get("state")),
+                "decision": _decision(entry.get("state"), gate.get("decision")),
                 "state": entry.get("state"),
                 "gain": gate.get("gain"),
                 "forgetting": gate.get("forgetting"),
                 "reason": gate.get("reason") or entry.get("message"),
             })  # fmt: skip
+    # An update whose stage gave up made no version; it is an update all the same.
+    for failed in getattr(state, "failed_updates", []):
+        updates.append({
+            "candidate": None, "parent": failed.get("parent"), "trigger": failed.get("trigger"),
+            "strategy": failed.get("strategy"), "decision": "failed", "state": None,
+            "gain": None, "forgetting": None, "reason": failed.get("reason"),
+        })  # fmt: skip
     return {
         "job": job_name,
         "phase": (state.status or {}).get("phase"),
@@ -87,13 +95,16 @@ def _order(name: str) -> tuple[int, str]:
         return 1 << 30, name
 
 
-def _decision(state: str | None) -> str:
+def _decision(state: str | None, gate: str | None) -> str:
+    """How an update ended: its version's state says more than the gate alone (a candidate
+    that passed the gate can still be rolled back as a canary, or be a canary still)."""
     return {
         "Serving": "promote",
         "Retired": "promote",
         "Rejected": "reject",
         "RolledBack": "rollback",
-    }.get(state or "", "pending")
+        "Canary": "canary",
+    }.get(state or "", gate or "pending")
 
 
 def _online(state: Any, metric: str) -> dict[str, Any]:
@@ -166,6 +177,44 @@ def _online_plot(state: Any, summary: dict[str, Any]) -> str:
     return _png(figure)
 
 
+def _versions_plot(summary: dict[str, Any]) -> str | None:
+    """Each version's score on its test data, and each update's gain and forgetting against
+    the gate's limits."""
+    versions = [v for v in summary["versions"] if "score" in v["metrics"]]
+    if not versions:
+        return None
+    figure, (left, right) = plt.subplots(1, 2, figsize=(11, 3.6))
+    colours = {"Serving": "#2ca02c", "Retired": "#98df8a", "Rejected": "#7f7f7f"}
+    left.bar(
+        [v["name"] for v in versions],
+        [float(v["metrics"]["score"]) for v in versions],
+        color=[colours.get(str(v["state"]), "#1f77b4") for v in versions],
+    )
+    left.set_ylabel(f"{summary['online']['metric']} on its test data")
+    left.set_title("Versions (green: promoted, grey: rejected)")
+    left.tick_params(axis="x", labelrotation=30, labelsize=8)
+    left.grid(alpha=0.3, axis="y")
+
+    judged = [v for v in versions if v.get("gate")]
+    if judged:
+        positions = range(len(judged))
+        right.bar([i - 0.2 for i in positions], [v["gate"]["gain"] for v in judged], 0.4,
+                  label="gain on new data", color="#1f77b4")  # fmt: skip
+        right.bar([i + 0.2 for i in positions], [v["gate"]["forgetting"] for v in judged], 0.4,
+                  label="forgetting on old data", color="#d62728")  # fmt: skip
+        gate = judged[-1]["gate"]
+        right.axhline(gate["maxForgetting"], color="#d62728", linestyle="--",
+                      label="maxForgetting")  # fmt: skip
+        right.axhline(gate["minGain"], color="#1f77b4", linestyle=":", label="minGain")
+        right.set_xticks(list(positions), [v["name"] for v in judged], rotation=30, fontsize=8)
+        right.legend(fontsize=8)
+        right.grid(alpha=0.3, axis="y")
+        right.set_title("The gate's numbers for each candidate")
+    else:
+        right.axis("off")
+    return _png(figure)
+
+
 def _search_plot(store: Path, metric: str) -> str | None:
     trials_file = store / "search" / "trials.jsonl"
     if not trials_file.exists():
@@ -180,7 +229,8 @@ def _search_plot(store: Path, metric: str) -> str | None:
     if not values:
         return None
     figure, (left, right) = plt.subplots(1, 2, figsize=(11, 3.6))
-    best = [max(values[: i + 1]) for i in range(len(values))]
+    pick = min if METRIC_MODES.get(metric, "max") == "min" else max
+    best = [pick(values[: i + 1]) for i in range(len(values))]
     left.scatter(range(1, len(values) + 1), values, s=14, color="#1f77b4", label="trial")
     left.plot(range(1, len(best) + 1), best, color="#2ca02c", label="best so far")
     left.set_xlabel("trial (in order of completion)")
@@ -273,8 +323,10 @@ def write_report(state: Any, summary: dict[str, Any], store: Path, path: Path) -
     search = _search_plot(store, online["metric"] if online["metric"] != "error" else "rmse")
     if search:
         parts.append(f"<h2>Search</h2><img src='data:image/png;base64,{search}'>")
+    versions = _versions_plot(summary)
     parts.append(
         "<h2>Model versions</h2>"
+        + (f"<img src='data:image/png;base64,{versions}'>" if versions else "")
         + _table(summary["versions"], ["name", "parent", "state", "trigger", "strategy", "metrics"])
     )
     if summary["updates"]:

@@ -67,6 +67,7 @@ def test_the_image_runs_lifelong_as_the_non_root_user_the_chart_expects() -> Non
     assert "COPY --from=builder /opt/lifelong /opt/lifelong" in final
     assert not re.search(r"\b(apt-get|gcc|pip wheel|build-essential)\b", final)
     assert "ARG VARIANT=cpu" in text and "download.pytorch.org/whl/cpu" in text
+    assert '"${wheel}[s3,gcs]"' in text  # object stores work in the image
 
 
 def build_context(target: Path) -> Path:
@@ -107,6 +108,10 @@ def test_the_wheel_holds_operator_and_trainers_and_runs_from_a_fresh_venv(tmp_pa
                    "lifelong/api/job.py", "lifelong/engine/step.py"):  # fmt: skip
         assert module in names
     assert not [n for n in names if n.startswith(("tests/", "operator/", "trainers/"))]
+    metadata = next(n for n in names if n.endswith(".dist-info/METADATA"))
+    extras = re.findall(r"^Provides-Extra: (\S+)$", zipfile.ZipFile(wheel).read(metadata).decode(),
+                        flags=re.MULTILINE)  # fmt: skip
+    assert {"s3", "gcs"} <= set(extras)
 
     # Then `pip install` of the wheel into a venv of its own. Its dependencies (torch and the
     # rest) come from the project's environment through a .pth line instead of the network.

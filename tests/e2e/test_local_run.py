@@ -131,3 +131,44 @@ def test_an_interrupted_run_resumes_without_redoing_finished_stages(finished: Fi
     assert "▶ search" not in finished.printed and "▶ train" not in finished.printed
     summary = json.loads((finished.out / "summary.json").read_text())
     assert summary["online"]["records"] == 899
+
+
+CANARY_JOB = """\
+apiVersion: lifelong.dev/v1alpha1
+kind: AutoDLJob
+metadata: {name: digits-canary}
+spec:
+  data:
+    train: {uri: "builtin://digits"}
+    stream: {uri: "builtin://digits", order: class-incremental, labelDelay: 3, limit: 450}
+  search:
+    strategy: random
+    budget: {trials: 2, parallelism: 1, maxEpochs: 4, timeout: 5m}
+    space: {families: [mlp]}
+  serving: {window: 50}
+  lifelong:
+    triggers:
+      - {name: accuracy-drop, metric: lifelong_online_accuracy, window: 30s, below: 0.85}
+    update: {strategy: replay, memorySize: 300, minSamples: 40}
+    gate: {maxForgetting: 0.2}
+    canary: {steps: [20], minSamples: 100000}
+    maxUpdates: 1
+"""
+
+
+def test_a_stream_that_ends_during_a_canary_ends_the_run_with_the_canary_recorded(
+    tmp_path: Path,
+) -> None:
+    job, out = tmp_path / "job.yaml", tmp_path / "out"
+    job.write_text(CANARY_JOB)
+    process = run(job, out)
+    printed, _ = process.communicate(timeout=600)
+    assert process.returncode == 0, printed[-4000:]
+    assert "The stream ended while the job was Updating" in printed
+
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["online"]["records"] == 450
+    assert [v["state"] for v in summary["versions"]] == ["Serving", "Canary"]
+    assert [u["decision"] for u in summary["updates"]] == ["canary"]
+    events = [json.loads(line) for line in (out / "events.jsonl").read_text().splitlines()]
+    assert "CanaryStarted" in [e["reason"] for e in events]

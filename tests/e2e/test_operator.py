@@ -110,6 +110,8 @@ def test_a_job_searches_trains_serves_and_promotes_an_update(
         timeout=60,
         message="the search pod did not start",
     )
+    search_job = cluster.batch.read_namespaced_job(f"{name}-search", namespace).metadata.uid
+    search_pods = _pod_uids(cluster, namespace, f"{name}-search")
     operator.stop(kill=True)
     operator.start()
     cluster.wait_for(
@@ -119,6 +121,9 @@ def test_a_job_searches_trains_serves_and_promotes_an_update(
         message=f"training never started:\n{operator.tail()}",
     )
     assert batch_jobs(cluster, namespace) == [f"{name}-search", f"{name}-train"]
+    # The very same Job and pod carried the search through the restart, to its end.
+    assert cluster.batch.read_namespaced_job(f"{name}-search", namespace).metadata.uid == search_job
+    assert _pod_uids(cluster, namespace, f"{name}-search") == search_pods
 
     # Training produces the first version, serving starts, and the job turns Ready.
     cluster.kubectl(
@@ -132,6 +137,10 @@ def test_a_job_searches_trains_serves_and_promotes_an_update(
     )
     job = get_job(cluster, namespace, name)
     assert job["status"]["servingVersion"] == f"{name}-v1"
+    assert (condition(job, "Searched")["status"], condition(job, "Trained")["status"]) == (
+        "True",
+        "True",
+    )
     assert versions(cluster, namespace)[f"{name}-v1"]["status"]["state"] in ("Serving", "Retired")
     serve_pods = cluster.core.list_namespaced_pod(
         namespace, label_selector="lifelong.dev/stage=serve"
@@ -152,6 +161,8 @@ def test_a_job_searches_trains_serves_and_promotes_an_update(
         interval=2,
         message=f"no second version was promoted:\n{operator.tail()}",
     )
+    updated = condition(get_job(cluster, namespace, name), "Updated")
+    assert (updated["status"], updated["reason"]) == ("True", "CandidatePromoted")
     promoted = versions(cluster, namespace)[f"{name}-v2"]
     assert promoted["spec"]["parent"] == f"{name}-v1"
     assert promoted["spec"]["trigger"] == "accuracy-drop"
@@ -178,6 +189,13 @@ def _pod_running(cluster: Cluster, namespace: str, job: str) -> bool:
         namespace, label_selector=f"batch.kubernetes.io/job-name={job}"
     ).items
     return any(p.status.phase == "Running" for p in pods)
+
+
+def _pod_uids(cluster: Cluster, namespace: str, job: str) -> set[str]:
+    pods = cluster.core.list_namespaced_pod(
+        namespace, label_selector=f"batch.kubernetes.io/job-name={job}"
+    ).items
+    return {p.metadata.uid for p in pods}
 
 
 def _event_reasons(cluster: Cluster, namespace: str, name: str) -> set[str]:

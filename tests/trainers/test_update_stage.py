@@ -19,7 +19,8 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from lifelong.api import AutoDLJob, ModelVersionSpec
+from lifelong.api import AutoDLJob, GateSpec, GateVerdict, ModelVersionSpec
+from lifelong.engine.policies import Evaluation, Gate
 from lifelong.trainers import update
 from lifelong.trainers.bundle import ModelBundle
 from lifelong.trainers.data import Record, build_streams, infer_task, load_table
@@ -84,11 +85,10 @@ def run_update(
     return update.run(job, collected.work.store, args)
 
 
-def gate(evaluation: dict[str, Any], min_gain: float, max_forgetting: float) -> bool:
-    """The lifecycle engine's rule: promote iff gain >= minGain and forgetting <= maxForgetting."""
-    gain = evaluation["candidate"]["new"] - evaluation["serving"]["new"]
-    forgetting = evaluation["serving"]["old"] - evaluation["candidate"]["old"]
-    return bool(gain >= min_gain and forgetting <= max_forgetting)
+def gate(result: dict[str, Any], min_gain: float, max_forgetting: float) -> GateVerdict:
+    """The lifecycle engine's own gate, judging the update stage's result as the engine does."""
+    spec = GateSpec(min_gain=min_gain, max_forgetting=max_forgetting)
+    return Gate.of(spec).judge(Evaluation.of_result(result, "max"))
 
 
 def accuracy(collected: Collected, version: str, rows: pd.DataFrame) -> float:
@@ -108,7 +108,8 @@ def test_replay_update_learns_digits_5_to_9_and_keeps_0_to_4(collected: Collecte
     print(f"replay evaluation: {result['evaluation']}")
     assert every_class >= 0.90
     assert before - after <= 0.05
-    assert gate(result["evaluation"], min_gain=0.0, max_forgetting=0.05)
+    verdict = gate(result, min_gain=0.0, max_forgetting=0.05)
+    assert verdict.decision == "promote", verdict.reason
 
 
 def test_finetune_update_forgets_digits_0_to_4_and_the_gate_rejects_it(
@@ -121,7 +122,9 @@ def test_finetune_update_forgets_digits_0_to_4_and_the_gate_rejects_it(
     evaluation = result["evaluation"]
     assert evaluation["candidate"]["new"] > 0.9  # it learned the new digits...
     assert before - after > 0.3  # ...and forgot the old ones
-    assert not gate(evaluation, min_gain=0.0, max_forgetting=0.05)
+    verdict = gate(result, min_gain=0.0, max_forgetting=0.05)
+    assert verdict.decision == "reject", verdict.reason
+    assert "exceeds maxForgetting" in verdict.reason
 
 
 def test_update_result_follows_the_stage_contract(collected: Collected) -> None:

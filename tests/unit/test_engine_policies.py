@@ -166,6 +166,7 @@ GATE_TABLE = [
     ("no old data", Evaluation(0.5, None, 0.9, None), "promote", "forgetting was not measured"),
     ("rmse improves", Evaluation(2.0, 1.0, 1.5, 1.02, mode="min"), "promote", ""),
     ("rmse forgets", Evaluation(2.0, 1.0, 1.5, 1.2, mode="min"), "reject", "forgetting 0.2"),
+    ("no evaluation reported", None, "reject", "no evaluation"),
 ]
 
 
@@ -173,7 +174,7 @@ GATE_TABLE = [
     ("situation", "evaluation", "decision", "words"), GATE_TABLE, ids=[row[0] for row in GATE_TABLE]
 )
 def test_the_gate_promotes_only_what_gains_without_forgetting(
-    situation: str, evaluation: Evaluation, decision: str, words: str
+    situation: str, evaluation: Evaluation | None, decision: str, words: str
 ) -> None:
     verdict = GATE.judge(evaluation)
     assert verdict.decision == decision

@@ -418,3 +418,73 @@ def test_triggers_without_a_reading_are_waiting_not_healthy() -> None:
     assert world.condition("TriggersHealthy") == "Unknown"
     world.step(triggers=[TriggerReading("drop", False, 0.95)])
     assert world.condition("TriggersHealthy") == "True"
+
+
+def test_each_stage_has_a_condition_that_tells_how_it_went() -> None:
+    world = World(make_job(canary={"steps": [10], "minSamples": 20}))
+    world.step()
+    assert world.condition("Searched") == "Unknown"
+    world.finish("digits-search", {"trials": 4, "completed": 4})
+    world.step()
+    assert (world.condition("Searched"), world.condition("Trained")) == ("True", "Unknown")
+    world.finish("digits-train", version_result("digits-v1", 0.97))
+    world.step()
+    assert world.condition("Trained") == "True"
+    status = world.job.status
+    assert status is not None and "Updated" not in {c.type for c in status.conditions}
+
+    # A rejected candidate, then a canary that is rolled back, then a failed update.
+    world.fire()
+    assert world.condition("Updated") == "Unknown"
+    world.finish("digits-update-1", update_result(0.5, 0.97, 0.99, 0.40))
+    world.step()
+    assert world.condition("Updated") == "False"
+    assert _condition(world, "Updated").reason == "CandidateRejected"
+
+    world.now += 3600
+    world.fire()
+    world.finish("digits-update-2", update_result(0.5, 0.97, 0.95, 0.96))
+    world.step(canary=CanaryReading(None, None, 0))
+    assert _condition(world, "Updated").reason == "CanaryStarted"
+    world.step(canary=CanaryReading(0.95, 0.70, 25))
+    assert (_condition(world, "Updated").status, _condition(world, "Updated").reason) == (
+        "False",
+        "CanaryRolledBack",
+    )
+
+
+def test_a_promoted_update_and_a_stalled_search_show_in_their_conditions() -> None:
+    world = World(make_job())
+    world.to_serving()
+    world.fire()
+    world.finish("digits-update-1", update_result(0.5, 0.97, 0.95, 0.96))
+    world.step()
+    assert (_condition(world, "Updated").status, _condition(world, "Updated").reason) == (
+        "True",
+        "CandidatePromoted",
+    )
+
+    stalled = World(make_job())
+    stalled.step()
+    stalled.finish("digits-search", ok=False, permanent=True)
+    stalled.step()
+    searched = _condition(stalled, "Searched")
+    assert (searched.status, searched.reason) == ("False", "InvalidSpec")
+    assert "it broke" in searched.message
+
+
+def _condition(world: World, kind: str) -> Any:
+    status = world.job.status
+    assert status is not None
+    return next(c for c in status.conditions if c.type == kind)
+
+
+def test_an_update_that_reports_no_evaluation_is_rejected_not_promoted() -> None:
+    world = World(make_job())
+    world.to_serving()
+    world.fire()
+    world.finish("digits-update-1", version_result("digits-v2", 0.99))
+    world.step()
+    assert world.states["digits-v2"] == "Rejected"
+    assert world.serving == Serve("digits-v1")
+    assert "no evaluation" in _condition(world, "Updated").message

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import textwrap
 from pathlib import Path
 
@@ -28,6 +29,25 @@ spec:
 # (what is wrong, the change to the good manifest, the field path, text the message must hold)
 MISTAKES = [
     ("negative budget", ("trials: 8", "trials: -3"), "spec.search.budget.trials", "-3"),
+    (
+        "negative parallelism",
+        ("parallelism: 2", "parallelism: -2"),
+        "spec.search.budget.parallelism",
+        "-2",
+    ),
+    (
+        "negative epochs",
+        ("timeout: 15m}", "timeout: 15m, maxEpochs: -1}"),
+        "spec.search.budget.maxEpochs",
+        "-1",
+    ),
+    (
+        "negative update budget",
+        ("  lifelong:\n", "  lifelong:\n    maxUpdates: -4\n"),
+        "spec.lifelong.maxUpdates",
+        "-4",
+    ),
+    ("negative cpu", ("cpu: 500m", "cpu: '-1'"), "spec.training.resources.cpu", "negative"),
     (
         "unknown strategy",
         ("search:\n", "search:\n    strategy: grid\n"),
@@ -112,7 +132,7 @@ def test_a_yaml_syntax_error_gives_line_and_column(
     file = write(tmp_path, GOOD.replace("{trials: 8,", "{trials: [8,"))
     assert main(["validate", str(file)]) == 1
     err = capsys.readouterr().err
-    assert f"{file}:7:" in err
+    assert re.search(rf"{re.escape(str(file))}:7:[0-9]+: ", err), err  # line and column
     assert "YAML syntax error" in err
 
 
@@ -173,7 +193,7 @@ def test_validate_prints_ok_for_each_resource(
     assert "ok: AutoDLJob digits" in capsys.readouterr().out
 
 
-def test_the_main_example_names_both_required_trigger_forms() -> None:
+def test_the_main_example_names_both_required_trigger_forms(tmp_path: Path) -> None:
     text = textwrap.dedent(GOOD) + textwrap.indent(
         textwrap.dedent(
             """\
@@ -187,3 +207,21 @@ def test_the_main_example_names_both_required_trigger_forms() -> None:
     )
     [document] = parse_documents(text)
     assert len(document.data["spec"]["lifelong"]["triggers"]) == 2
+    file = write(tmp_path, text)
+    resources, problems = validate_files([file])
+    assert problems == [] and len(resources) == 1
+
+
+def test_lifelong_run_refuses_raw_promql_without_a_prometheus_url(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    trigger = "{name: custom, promql: 'increase(lifelong_drift_detected_total[5m]) > 0'}"
+    text = GOOD.replace("  lifelong:\n", f"  lifelong:\n    triggers:\n      - {trigger}\n")
+    file = write(tmp_path, text)
+
+    assert main(["run", str(file), "--output", str(tmp_path / "out")]) == 2
+
+    err = capsys.readouterr().err
+    assert f"{file}:11: document 0, spec.lifelong.triggers[0].promql:" in err, err
+    assert "spec.lifelong.prometheus.url" in err
+    assert not (tmp_path / "out").exists()
