@@ -1,4 +1,4 @@
-"""Progress of the search and train stages: Prometheus metrics and readable log lines.
+"""Progress of the search, train and update stages: Prometheus metrics and readable log lines.
 
 The metrics are those declared in `lifelong.api.metrics` (trials by state, best objective so
 far, epochs, stage seconds), each with the `job_name` label. They are served on
@@ -58,7 +58,7 @@ def _serve(port: int, stage: str, registry: CollectorRegistry) -> Any:
 
 
 class StageMetrics:
-    """The Prometheus metrics of one search or train stage run."""
+    """The Prometheus metrics of one search, train or update stage run."""
 
     def __init__(self, job: str, stage: str) -> None:
         self.job = job

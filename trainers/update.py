@@ -33,6 +33,7 @@ from lifelong.trainers.fit import better, latency_ms
 from lifelong.trainers.knobs import Settings
 from lifelong.trainers.memory import Memories, frame_of
 from lifelong.trainers.models import parameter_count
+from lifelong.trainers.progress import StageMetrics
 from lifelong.trainers.store import Store, now_rfc3339
 from lifelong.trainers.strategies import Training, UpdateData, make_strategy
 
@@ -300,7 +301,21 @@ def _version_fields(
 
 
 def run(job: AutoDLJob, store: Store, args: argparse.Namespace) -> dict[str, Any]:
-    """Train and evaluate candidate `--name` from serving version `--version`."""
+    """Train and evaluate candidate `--name` from serving version `--version`, exporting its
+    progress (rate-search trials, epochs, the candidate's score, seconds) as the search and
+    train stages do."""
+    started = time.monotonic()
+    metrics = StageMetrics(job.metadata.name, "update")
+    try:
+        return _run(job, store, args, metrics)
+    finally:
+        metrics.set_seconds(time.monotonic() - started)
+        metrics.close()
+
+
+def _run(
+    job: AutoDLJob, store: Store, args: argparse.Namespace, metrics: StageMetrics
+) -> dict[str, Any]:
     started = time.monotonic()
     torch.set_num_threads(Settings.from_env().threads)
     parent, name, trigger = _required(args)
@@ -328,9 +343,12 @@ def run(job: AutoDLJob, store: Store, args: argparse.Namespace) -> dict[str, Any
             mode=mode,
         )
         training = training.with_rate(rate)
+        metrics.set_trials({"completed": len(trials)})
+        metrics.add_epochs(training.epochs * len(trials))
     candidate = train_candidate(
         serving, parts.new_train, parts.old_train, spec.update.strategy, training
     )
+    metrics.add_epochs(training.epochs)
 
     # Score both models on the held-out new and old rows: the gate's evidence.
     scores = {
@@ -340,6 +358,8 @@ def run(job: AutoDLJob, store: Store, args: argparse.Namespace) -> dict[str, Any
         }
         for role, model in (("serving", serving), ("candidate", candidate))
     }
+    if scores["candidate"]["new"] is not None:
+        metrics.set_best(metric, scores["candidate"]["new"])
     evaluation = {
         **scores,
         "metric": metric,
