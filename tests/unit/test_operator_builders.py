@@ -65,12 +65,24 @@ def test_pods_run_unprivileged_with_a_read_only_root() -> None:
     assert {"/tmp", "/etc/lifelong"} <= mounts
 
 
+AFFINITY = {
+    "nodeAffinity": {
+        "requiredDuringSchedulingIgnoredDuringExecution": {
+            "nodeSelectorTerms": [
+                {"matchExpressions": [{"key": "zone", "operator": "In", "values": ["a"]}]}
+            ]
+        }
+    }
+}
+
+
 def test_resources_gpus_and_pod_overrides_come_from_the_spec() -> None:
     spec = {"training": {
         "resources": {"cpu": "2", "memory": "4Gi", "gpu": 1},
         "template": {
             "nodeSelector": {"pool": "gpu"},
             "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists"}],
+            "affinity": AFFINITY,
             "priorityClassName": "batch-low",
             "serviceAccountName": "trainer",
             "queueName": "team-a",
@@ -89,6 +101,7 @@ def test_resources_gpus_and_pod_overrides_come_from_the_spec() -> None:
     }
     assert pod["nodeSelector"] == {"pool": "gpu"}
     assert pod["tolerations"][0]["key"] == "nvidia.com/gpu"
+    assert pod["affinity"] == AFFINITY
     assert pod["priorityClassName"] == "batch-low"
     assert pod["serviceAccountName"] == "trainer"
     assert job["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "team-a"
