@@ -8,6 +8,7 @@ not load torch or Ray.
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -76,6 +77,28 @@ def _dispatch(module: str, what: str) -> Handler:
     return handler
 
 
+def _stage(args: argparse.Namespace) -> int:
+    """`lifelong trainer`: stop on SIGTERM from the first moment, then run the stage."""
+    exit_on_sigterm()
+    return _dispatch("lifelong.trainers.main", "lifelong trainer")(args)
+
+
+def exit_on_sigterm() -> None:
+    """Make SIGTERM end the process now, while it is still loading, with the status 143.
+
+    A stage is its container's first process, and the kernel drops a signal that such a process
+    has no handler for: a pod deleted while its stage was still starting (importing torch,
+    loading a model) would otherwise run on until the grace period ends in SIGKILL. Stages that
+    stop gracefully (serve) install their own handler once they can.
+    """
+
+    def stop(signum: int, frame: object) -> None:
+        print("lifelong trainer: stopped by SIGTERM", file=sys.stderr, flush=True)
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, stop)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="lifelong",
@@ -131,7 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
     trainer.add_argument(
         "--replay", action="store_true", help="serve: feed spec.data.stream to itself"
     )
-    trainer.set_defaults(handler=_dispatch("lifelong.trainers.main", "lifelong trainer"))
+    trainer.set_defaults(handler=_stage)
     return parser
 
 

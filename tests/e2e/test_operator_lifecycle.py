@@ -280,7 +280,12 @@ def test_suspending_scales_serving_to_zero_and_resuming_brings_it_back(
         timeout=320,
     )  # fmt: skip
     assert cluster.apps.read_namespaced_deployment(deployment, space).spec.replicas == 1
-    assert any(p.status.phase == "Running" for p in serve_pods(cluster, space, serving))
+    # The job's "always" trigger may start an update at once, whose promotion rolls the serving
+    # pods over: a Running one comes back within a rollout, not necessarily at the first look.
+    cluster.wait_for(
+        lambda: any(p.status.phase == "Running" for p in serve_pods(cluster, space, serving)),
+        timeout=120, interval=1, message="no serving pod runs after the resume",
+    )  # fmt: skip
     assert {"Suspended", "Resumed"} <= set(reasons(cluster, space, serving))
 
 

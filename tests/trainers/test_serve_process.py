@@ -4,8 +4,12 @@ SIGTERM, a stream driven over HTTP with drift, and `--replay`."""
 from __future__ import annotations
 
 import json
+import os
 import re
+import signal
 import socket
+import subprocess
+import sys
 import time
 import urllib.parse
 from collections.abc import Callable, Iterator
@@ -254,3 +258,44 @@ def test_replay_feeds_the_stream_once_across_restarts(
     again = start(work, "--replay")
     time.sleep(1.0)
     assert again.status()["records"]["predicted"] == 60
+
+
+def handles(pid: int, signum: int) -> bool:
+    """Whether the process has a handler installed for the signal (its `SigCgt` mask)."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    caught = next(line for line in status.splitlines() if line.startswith("SigCgt:"))
+    return bool(int(caught.split()[1], 16) >> (signum - 1) & 1)
+
+
+def test_a_stage_that_is_its_containers_first_process_stops_on_sigterm_while_loading(
+    base: Workspace, tmp_path: Path
+) -> None:
+    # As in a pod, the stage is PID 1 of its own PID namespace: the kernel drops a signal that
+    # such a process has no handler for, so without one a deleted pod waits out its grace period.
+    work = clone_workspace(base, tmp_path)
+    log = tmp_path / "serve.log"
+    argv = ["unshare", "--pid", "--fork", sys.executable, "-m", "lifelong.cli", "trainer", "serve"]
+    argv += ["--job", str(work.job_path), "--storage", work.store.uri, "--version", work.version]
+    argv += ["--host", "127.0.0.1", "--port", "0"]
+    with log.open("wb") as sink:
+        unshare = subprocess.Popen(argv, stdout=sink, stderr=subprocess.STDOUT)
+    try:
+        children = Path(f"/proc/{unshare.pid}/task/{unshare.pid}/children")
+        deadline = time.monotonic() + 30
+        stage = 0
+        while time.monotonic() < deadline and unshare.poll() is None:
+            found = children.read_text().split() if children.exists() else []
+            stage = int(found[0]) if found else 0
+            if stage and handles(stage, signal.SIGTERM):
+                break
+            time.sleep(0.01)
+        assert stage and handles(stage, signal.SIGTERM), log.read_text()
+        os.kill(stage, signal.SIGTERM)
+        code = unshare.wait(timeout=15)
+    finally:
+        if unshare.poll() is None:
+            unshare.kill()
+    output = log.read_text()
+    assert code == 128 + signal.SIGTERM, output
+    assert "Serving " not in output  # stopped while it was still loading
+    assert "stopped by SIGTERM" in output
