@@ -24,7 +24,6 @@ from __future__ import annotations
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -43,6 +42,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests" / "harness")]
 
 from cluster import Cluster  # noqa: E402  (the harness is not a package)
 from controlplane import ControlPlane  # noqa: E402
+from processes import Process  # noqa: E402
 
 from tests.e2e.operators import apply_crds, free_port  # noqa: E402
 
@@ -97,26 +97,18 @@ class Contender:
     make: Callable[[str], dict[str, Any]]
     child: Callable[[str], str]
     namespace: str = ""
-    process: subprocess.Popen[bytes] | None = None
+    process: Process | None = None
     seen: dict[str, float] = field(default_factory=dict)
     changed: threading.Condition = field(default_factory=threading.Condition)
     figures: dict[str, str] = field(default_factory=dict)
 
     def start(self, log: Path) -> None:
-        with log.open("ab") as sink:
-            self.process = subprocess.Popen(
-                self.command(self.namespace), stdout=sink, stderr=subprocess.STDOUT, cwd=ROOT,
-                env={**os.environ, **self.env}, start_new_session=True,
-            )  # fmt: skip
+        argv = self.command(self.namespace)
+        self.process = Process.start(self.name, argv, log, env={**os.environ, **self.env}, cwd=ROOT)
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        if self.process is not None:
+            self.process.stop(grace=20)
 
     def rss_mib(self) -> float:
         if self.process is None:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import subprocess
 import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -23,7 +22,7 @@ from typing import Any
 import httpx
 import pytest
 import yaml
-from processes import die_with_parent, free_ports
+from processes import Process, free_ports
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "prometheus" / "prometheus.yaml"
@@ -147,24 +146,23 @@ class PrometheusServer:
         config = with_file_discovery(load_example(), self.targets, scrape_interval="1s")
         (folder / "prometheus.yaml").write_text(yaml.safe_dump(config))
         write_targets(load_example(), self.targets, [])
-        self.process: subprocess.Popen[bytes] | None = None
+        self.process: Process | None = None
 
     def start(self, timeout: float = 60.0) -> None:
         """Start the server and wait until it answers `/-/ready`."""
         binary = shutil.which("prometheus")
         if binary is None:
             pytest.fail("prometheus is missing: run tools/install-prometheus.sh (make test does)")
-        with (self.folder / "prometheus.log").open("ab") as log:
-            self.process = subprocess.Popen(
-                [binary, f"--config.file={self.folder / 'prometheus.yaml'}",
-                 f"--storage.tsdb.path={self.folder / 'data'}",
-                 f"--web.listen-address={self.url.removeprefix('http://')}"],
-                stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                preexec_fn=die_with_parent,  # noqa: PLW1509 (a killed test run leaves no server)
-            )  # fmt: skip
+        self.process = Process.start(
+            "prometheus",
+            [binary, f"--config.file={self.folder / 'prometheus.yaml'}",
+             f"--storage.tsdb.path={self.folder / 'data'}",
+             f"--web.listen-address={self.url.removeprefix('http://')}"],
+            self.folder / "prometheus.log",
+        )  # fmt: skip
         deadline = time.monotonic() + timeout
         while not self._ready():
-            if self.process.poll() is not None or time.monotonic() > deadline:
+            if not self.process.alive or time.monotonic() > deadline:
                 pytest.fail(f"Prometheus did not start:\n{self.log()}")
             time.sleep(0.5)
 
@@ -175,13 +173,8 @@ class PrometheusServer:
             return False
 
     def close(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        if self.process is not None:
+            self.process.stop(grace=20)
 
     def log(self, lines: int = 30) -> str:
         path = self.folder / "prometheus.log"
