@@ -53,7 +53,8 @@ class TrialRecord:
     retries: int = 0
     error: str | None = None
     finished: float = 0.0
-    """When it finished, in seconds since the epoch (its start is `metrics["entered"]`)."""
+    """When the search recorded it, in seconds since the epoch. The worker's own readings of when
+    it began and last reported are `metrics["entered"]` and `metrics["reported"]`."""
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -153,6 +153,7 @@ def run_trial(config: dict[str, Any], *, data: DataHandle, setup: TrialSetup) ->
             "compute_seconds": compute,
             "setup_seconds": setup_seconds,
             "entered": entered,
+            "reported": time.time(),
         }
         every = setup.checkpoint_every
         if every and ((epoch + 1) % every == 0 or epoch + 1 == setup.epochs):

@@ -68,10 +68,15 @@ def job(strategy: str, **budget: Any) -> AutoDLJob:
 
 
 def most_at_once(records: list[TrialRecord]) -> int:
-    """The largest number of trials whose [start, end] intervals overlap."""
+    """The largest number of trials whose [start, last report] intervals overlap.
+
+    Both ends are the worker's own clock readings: the ledger's `finished` is taken on the driver
+    when it gets round to the trial, by which time a reused worker may have started the next one."""
     events = sorted(
         itertools.chain.from_iterable(
-            ((r.metrics["entered"], 1), (r.finished, -1)) for r in records if "entered" in r.metrics
+            ((r.metrics["entered"], 1), (r.metrics["reported"], -1))
+            for r in records
+            if "entered" in r.metrics
         ),
         key=lambda event: (event[0], event[1]),
     )
