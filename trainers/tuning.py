@@ -15,6 +15,7 @@ What keeps the fixed cost of a trial small on small problems:
 from __future__ import annotations
 
 import logging
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -126,7 +127,10 @@ def tune_trials(
                 name=f"run-{run}",
                 storage_path=str(_tune_folder(ledger.store, plan.job)),
                 failure_config=tune.FailureConfig(max_failures=budget.max_retries),
-                checkpoint_config=tune.CheckpointConfig(num_to_keep=4),  # PBT clones recent ones
+                # Every checkpoint is kept until the run ends: a trial restarted on a reused worker
+                # can write a checkpoint under a name it used before, so pruning old ones by name
+                # deleted the newest, and a PBT exploit of it then failed.
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=None),
                 callbacks=[recorder],
                 verbose=0,
             ),
@@ -135,6 +139,7 @@ def tune_trials(
         grid = tuner.fit()
         tuned = time.perf_counter() - fitting
         _sweep(grid, recorder)
+    _drop_checkpoints(_tune_folder(ledger.store, plan.job) / f"run-{run}")
 
     return Outcome(recorder.trained, _overhead(ledger, run, ray_start, tuned, budget.parallelism))
 
@@ -169,6 +174,13 @@ def _overhead(
         "computeSeconds": round(compute, 3),
         "perTrialSeconds": round(per_trial, 3),
     }
+
+
+def _drop_checkpoints(folder: Path) -> None:
+    """Delete a finished run's trial checkpoints: only PBT's exploits read them, and a resumed
+    search starts from the trial log."""
+    for checkpoint in folder.glob("*/checkpoint_*"):
+        shutil.rmtree(checkpoint, ignore_errors=True)
 
 
 def _tune_folder(store: Store, job: str) -> Path:
