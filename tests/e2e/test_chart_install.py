@@ -581,7 +581,12 @@ def test_a_promql_trigger_fires_an_update_through_prometheus_and_it_is_promoted(
     # from series it scraped off the serving pods, labelled with their namespace and pod.
     history = query(prometheus.url, f"count_over_time(({trigger_promql(install.watched)})[10m:1s])")
     assert history and history[0].value > 0, "Prometheus never saw the trigger's condition"
-    series = query(prometheus.url, f'lifelong_online_accuracy{{job_name="{JOB}"}}')
+    # Over a range: at this moment the old serving pod's series may be stale (its target is gone)
+    # and the new pod's not scraped yet.
+    series = query(
+        prometheus.url, f'last_over_time(lifelong_online_accuracy{{job_name="{JOB}"}}[10m])'
+    )
+    assert series, "Prometheus holds no online accuracy of the job's serving pods"
     assert {s.labels["namespace"] for s in series} == {install.watched}
     assert all(s.labels["pod"].startswith(f"{JOB}-serve-") for s in series)
     # ...and it scraped the operator pod's own metrics, through the chart's `metrics` port.

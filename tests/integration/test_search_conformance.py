@@ -99,6 +99,8 @@ def test_every_strategy_finishes_within_budget_and_picks_a_sane_winner(
     result = store.read_json("search", "result.json")
     assert summary["trials"] == TRIALS
     assert summary["failed"] == 0
+    assert all(r.retries == 0 for r in records), "a trial failed and was retried"
+    assert not list((tmp_path / "store").glob("search/tune/*/*/checkpoint_*"))
     assert len({r.id for r in records}) == TRIALS
     assert all(1 <= r.epochs <= EPOCHS for r in records)
     if strategy != "asha":
